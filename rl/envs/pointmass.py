@@ -1,0 +1,172 @@
+"""PointmassGoal: a 2-D point mass pushed towards a goal.
+
+The dynamics live in :func:`pointmass_step`, a batched, differentiable torch
+function; :class:`PointmassGoalEnv` calls it, so the env and the torch twin
+used for model-based meta-training cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rl.envs._goal import GoalTaskMixin, sample_polar_goals
+from rl.envs._raster import Canvas
+
+POINTMASS_DT = 0.1
+POINTMASS_MASS = 1.0
+POINTMASS_HORIZON = 30
+POINTMASS_GOAL_RANGE = 2.0
+
+
+def pointmass_step(
+    state: torch.Tensor, action: torch.Tensor, dt: float = POINTMASS_DT
+) -> torch.Tensor:
+    """One semi-implicit Euler step of the point mass.
+
+    ``v' = v + dt * clip(a, -1, 1) / mass`` then ``p' = p + dt * v'``.
+
+    Parameters
+    ----------
+    state : torch.Tensor of shape (..., 4)
+        ``(x, y, vx, vy)`` with any leading batch dimensions.
+    action : torch.Tensor of shape (..., 2)
+        Force, clamped to ``[-1, 1]`` (zero gradient outside the box).
+    dt : float, default=0.1
+        Time step.
+
+    Returns
+    -------
+    next_state : torch.Tensor of shape (..., 4)
+    """
+    force = torch.clamp(action, -1.0, 1.0)
+    pos, vel = state[..., :2], state[..., 2:]
+    vel = vel + dt * force / POINTMASS_MASS
+    pos = pos + dt * vel
+    return torch.cat([pos, vel], dim=-1)
+
+
+class PointmassGoalEnv(GoalTaskMixin, gym.Env):
+    """2-D point mass reaching a goal (``ml3/PointmassGoal-v0``).
+
+    Observation ``(x, y, vx, vy, goal_x, goal_y)`` (float32); action: force in
+    ``[-1, 1]^2``; reward ``-||p - goal||`` after the step; the episode is
+    truncated after ``horizon`` steps and never terminates.
+    ``info["is_success"]`` is ``distance < success_threshold``.
+
+    Parameters
+    ----------
+    goal : array-like of shape (2,), optional
+        Goal position in ``[-2, 2]^2``; default ``(1, 0)``.
+    horizon : int, default=30
+        Steps per episode.
+    init_noise : float, default=0.05
+        Start position is uniform in ``[-init_noise, init_noise]^2``, at rest.
+    success_threshold : float, default=0.1
+        Distance counted as success.
+    render_mode : {"rgb_array"}, optional
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / POINTMASS_DT))}
+    goal_dim = 2
+    default_goal = (1.0, 0.0)
+    dt = POINTMASS_DT
+
+    def __init__(
+        self,
+        goal: Any = None,
+        horizon: int = POINTMASS_HORIZON,
+        init_noise: float = 0.05,
+        success_threshold: float = 0.1,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self._init_goal(goal)
+        self.horizon = int(horizon)
+        self.init_noise = float(init_noise)
+        self.success_threshold = float(success_threshold)
+        self.render_mode = render_mode
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        high = np.array([np.inf] * 4 + [POINTMASS_GOAL_RANGE] * 2, dtype=np.float32)
+        self.observation_space = spaces.Box(-high, high, dtype=np.float32)
+        self._state = np.zeros(4)
+        self._t = 0
+
+    @classmethod
+    def check_goal_range(cls, goal: np.ndarray) -> None:
+        if np.any(np.abs(goal) > POINTMASS_GOAL_RANGE):
+            raise ValueError(
+                f"PointmassGoalEnv goal must lie in [-{POINTMASS_GOAL_RANGE}, "
+                f"{POINTMASS_GOAL_RANGE}]^2, got {goal.tolist()}"
+            )
+
+    @classmethod
+    def sample_tasks(
+        cls, n: int, rng: np.random.Generator | int | None = None, region: str = "all"
+    ) -> np.ndarray:
+        """Sample ``n`` goals at radius 0.5-1.5 from the start.
+
+        Parameters
+        ----------
+        n : int
+            Number of goals.
+        rng : numpy Generator, int or None
+            Randomness source.
+        region : {"right", "left", "all"}, default="all"
+            ``"right"``: x > 0 (meta-train), ``"left"``: x < 0 (meta-test).
+
+        Returns
+        -------
+        goals : ndarray of shape (n, 2)
+        """
+        return sample_polar_goals(n, rng, region, 0.5, 1.5)
+
+    @property
+    def state(self) -> np.ndarray:
+        """Physical state ``(x, y, vx, vy)`` (a copy)."""
+        return self._state.copy()
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self._state, self._goal]).astype(np.float32)
+
+    def _distance(self) -> float:
+        return float(np.linalg.norm(self._state[:2] - self._goal))
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset to rest near the origin; ``options={"goal": g}`` also sets the task."""
+        super().reset(seed=seed)
+        self._goal_from_options(options)
+        pos = self.np_random.uniform(-self.init_noise, self.init_noise, size=2)
+        self._state = np.concatenate([pos, np.zeros(2)])
+        self._t = 0
+        return self._obs(), {"distance": self._distance(), "goal": self.goal}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        act = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        with torch.no_grad():
+            nxt = pointmass_step(torch.from_numpy(self._state), torch.from_numpy(act), self.dt)
+        self._state = nxt.numpy()
+        self._t += 1
+        dist = self._distance()
+        info = {"distance": dist, "is_success": dist < self.success_threshold, "goal": self.goal}
+        return self._obs(), -dist, False, self._t >= self.horizon, info
+
+    def render(self) -> np.ndarray | None:
+        """Return an RGB frame (goal red, point mass blue) in ``rgb_array`` mode."""
+        if self.render_mode != "rgb_array":
+            return None
+        canvas = Canvas((-2.2, 2.2, -2.2, 2.2))
+        canvas.polyline(np.linspace(-2.2, 2.2, 89), np.zeros(89), 0.01, (200, 200, 200))
+        canvas.polyline(np.zeros(89), np.linspace(-2.2, 2.2, 89), 0.01, (200, 200, 200))
+        canvas.disc(*self._goal, 0.1, (220, 40, 40))
+        canvas.disc(*self._state[:2], 0.07, (30, 90, 200))
+        return canvas.image
