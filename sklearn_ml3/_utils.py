@@ -1,0 +1,59 @@
+"""Small helpers shared across the package: seeding and version stamps."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+
+def seed_from(random_state) -> int | None:
+    """An int seed drawn from ``random_state`` (None stays None)."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, (int, np.integer)):
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    return int(check_random_state(random_state).randint(2**31 - 1))
+
+
+def torch_generator(random_state) -> torch.Generator | None:
+    """A private CPU ``torch.Generator`` seeded from ``random_state`` (None: unseeded)."""
+    seed = seed_from(random_state)
+    if seed is None:
+        return None
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def build_seeded(factory: Callable[[], torch.nn.Module], seed: int | None) -> torch.nn.Module:
+    """Call ``factory()`` with torch's default initialisers seeded by ``seed``.
+
+    The global RNG state is saved and restored around the call, so seeding
+    one model never changes the random numbers anyone else draws.
+    """
+    if seed is None:
+        return factory()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in artifacts and benchmark results."""
+    from . import __version__
+
+    import sklearn
+
+    return {
+        "sklearn_ml3": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }

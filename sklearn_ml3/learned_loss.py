@@ -1,0 +1,420 @@
+"""The :class:`LearnedLoss` artifact: a meta-loss network plus how it was meta-trained."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._utils import torch_generator
+from .networks import ClassSharedLossNet, PointwiseLossNet
+
+FORMAT_NAME = "sklearn-ml3.learned-loss"
+FORMAT_VERSION = 1
+INPUT_KINDS = ("regression", "classification", "features")
+_HISTORY_KEY = "__meta_history__"
+
+
+class LearnedLoss:
+    """A trainable loss function ``M_phi`` (ML3, Bechtle et al. 2020).
+
+    A small network maps per-sample inputs (a prediction and its target, or
+    arbitrary features) to a non-negative loss. It is meta-trained with
+    :meth:`meta_fit` so that gradient steps on it train models well, and then
+    used like any loss: ``loss(y_pred, y_true)`` returns a differentiable
+    scalar, and :class:`~sklearn_ml3.MetaLossRegressor` /
+    :class:`~sklearn_ml3.MetaLossClassifier` accept it as ``loss=``.
+
+    Parameters
+    ----------
+    kind : {"regression", "classification", "features"}, default="regression"
+        What the loss reads.
+
+        - ``"regression"``: ``loss(y_pred, y_true, *extra)``; the network
+          sees ``(y_pred_j, y_true_j, *extra)`` for each output ``j``.
+        - ``"classification"``: ``loss(proba, y_onehot)``; one network is
+          applied to each class's ``(p_k, y_k)`` pair and summed over
+          classes, so the loss serves any number of classes.
+        - ``"features"``: ``loss(*tensors)``; the tensors are concatenated
+          along the last axis and must give ``n_inputs`` features per row
+          (used for policies: state, action, log-probability, goal).
+    hidden_layer_sizes : sequence of int, default=(50, 50)
+        Hidden widths of the loss network.
+    activation : {"relu", "elu", "tanh", "softplus", "identity"}, default="relu"
+    bias : bool, default=False
+        Whether the loss network's layers have biases.
+    output : {"softplus", "none"}, default="softplus"
+        Final non-linearity; Softplus keeps the loss non-negative.
+    n_inputs : int, optional
+        Number of features for ``kind="features"``.
+    n_extra_inputs : int, default=0
+        Extra per-sample inputs for ``kind="regression"`` (e.g. ``x``).
+    random_state : int, numpy Generator or None
+        Seeds the initial network weights and, unless overridden, the
+        meta-training run.
+
+    Attributes
+    ----------
+    network_ : torch.nn.Module
+        The loss network (built at construction, changed by meta-training).
+    meta_history_ : ndarray of shape (n_meta_iter,)
+        Task loss per meta-iteration; present after :meth:`meta_fit`.
+    meta_info_ : dict
+        How the loss was meta-trained: input kind, inner optimizer, lr,
+        inner steps, unroll, target scaling, library and torch versions.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_ml3 import LearnedLoss
+    >>> loss = LearnedLoss(random_state=0)
+    >>> value = loss(torch.zeros(5), torch.ones(5))
+    >>> value.shape
+    torch.Size([])
+    """
+
+    def __init__(
+        self,
+        kind: str = "regression",
+        hidden_layer_sizes: Sequence[int] = (50, 50),
+        activation: str = "relu",
+        bias: bool = False,
+        output: str = "softplus",
+        n_inputs: int | None = None,
+        n_extra_inputs: int = 0,
+        random_state=None,
+    ):
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"kind must be one of {INPUT_KINDS}, got {kind!r}")
+        if kind == "features" and (n_inputs is None or int(n_inputs) < 1):
+            raise ValueError("kind='features' needs n_inputs, the number of features per row")
+        if kind != "features" and n_inputs is not None:
+            raise ValueError(f"n_inputs is only used with kind='features', not kind={kind!r}")
+        if kind != "regression" and n_extra_inputs:
+            raise ValueError("n_extra_inputs is only used with kind='regression'")
+        self.kind = kind
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
+        self.activation = activation
+        self.bias = bool(bias)
+        self.output = output
+        self.n_inputs = None if n_inputs is None else int(n_inputs)
+        self.n_extra_inputs = int(n_extra_inputs)
+        self.random_state = random_state
+        self.meta_info_: dict[str, Any] = {}
+        self.network_ = self._build_network(torch_generator(random_state))
+
+    # ------------------------------------------------------------------ network
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild an (untrained) loss of the same shape."""
+        return {
+            "kind": self.kind,
+            "hidden_layer_sizes": list(self.hidden_layer_sizes),
+            "activation": self.activation,
+            "bias": self.bias,
+            "output": self.output,
+            "n_inputs": self.n_inputs,
+            "n_extra_inputs": self.n_extra_inputs,
+        }
+
+    def _build_network(self, generator: torch.Generator | None) -> torch.nn.Module:
+        hidden, act = self.hidden_layer_sizes, self.activation
+        if self.kind == "classification":
+            net = ClassSharedLossNet(hidden, act, self.bias, self.output)
+        elif self.kind == "regression":
+            net = PointwiseLossNet(2 + self.n_extra_inputs, hidden, act, self.bias, self.output)
+        else:
+            net = PointwiseLossNet(self.n_inputs, hidden, act, self.bias, self.output)
+        if generator is not None:
+            with torch.no_grad():
+                for module in net.modules():
+                    if isinstance(module, torch.nn.Linear):
+                        bound = 1.0 / module.in_features**0.5
+                        module.weight.uniform_(-bound, bound, generator=generator)
+                        if module.bias is not None:
+                            module.bias.uniform_(-bound, bound, generator=generator)
+        return net
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of trainable parameters of the loss network."""
+        return sum(p.numel() for p in self.network_.parameters())
+
+    @property
+    def is_meta_trained(self) -> bool:
+        """Whether :meth:`meta_fit` has run (or a meta-trained loss was loaded)."""
+        return hasattr(self, "meta_history_")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network_.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.network_.parameters()).dtype
+
+    def to(self, *args, **kwargs) -> LearnedLoss:
+        """Move the loss network (``torch.nn.Module.to`` semantics); returns self."""
+        self.network_.to(*args, **kwargs)
+        return self
+
+    def parameters(self):
+        """The loss network's parameters (``phi``)."""
+        return self.network_.parameters()
+
+    # --------------------------------------------------------------- evaluate
+    def features(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Arrange raw inputs into the network's per-row feature tensor."""
+        dtype = self.dtype
+        if self.kind == "features":
+            tensors = [torch.as_tensor(t).to(dtype) for t in inputs]
+            tensors = [t.unsqueeze(-1) if t.dim() == 1 else t for t in tensors]
+            feats = torch.cat(tensors, dim=-1)
+            if feats.shape[-1] != self.n_inputs:
+                raise ValueError(
+                    f"this loss reads {self.n_inputs} features per row, got {feats.shape[-1]} "
+                    f"from inputs of shapes {[tuple(t.shape) for t in tensors]}"
+                )
+            return feats
+        if self.kind == "classification":
+            if len(inputs) != 2:
+                raise ValueError("a classification loss is called as loss(proba, y_onehot)")
+            proba, target = (torch.as_tensor(t).to(dtype) for t in inputs)
+            if proba.shape != target.shape or proba.dim() < 2:
+                raise ValueError(
+                    "loss(proba, y_onehot) needs two arrays of shape (n_samples, n_classes), "
+                    f"got {tuple(proba.shape)} and {tuple(target.shape)}"
+                )
+            return torch.stack([proba, target], dim=-1)
+        # regression
+        if len(inputs) != 2 + self.n_extra_inputs:
+            raise ValueError(
+                f"this regression loss is called as loss(y_pred, y_true"
+                f"{', extra' * self.n_extra_inputs}), got {len(inputs)} arrays"
+            )
+        y_pred, y_true = (torch.as_tensor(t).to(dtype) for t in inputs[:2])
+        if y_pred.dim() == 1:
+            y_pred = y_pred.unsqueeze(-1)
+        if y_true.dim() == 1:
+            y_true = y_true.unsqueeze(-1)
+        if y_pred.shape != y_true.shape:
+            raise ValueError(
+                f"y_pred and y_true must have the same shape, got {tuple(y_pred.shape)} "
+                f"and {tuple(y_true.shape)}"
+            )
+        cols = [y_pred, y_true]
+        for extra in inputs[2:]:
+            extra = torch.as_tensor(extra).to(dtype)
+            extra = extra.reshape(extra.shape[0], -1) if extra.dim() > 1 else extra.unsqueeze(-1)
+            if extra.shape[-1] != 1:
+                raise ValueError("each extra input must have one value per sample")
+            cols.append(extra.expand_as(y_pred))
+        return torch.stack(cols, dim=-1)
+
+    def per_sample(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Loss of each sample, shape ``(n_samples,)``."""
+        per_row = self.network_(self.features(*inputs))
+        if self.kind == "regression":
+            per_row = per_row.mean(-1)  # average over output dimensions
+        return per_row
+
+    def __call__(self, *inputs: torch.Tensor, sample_weight: torch.Tensor | None = None):
+        """Differentiable scalar loss: the (weighted) mean of :meth:`per_sample`."""
+        per_sample = self.per_sample(*inputs)
+        if sample_weight is None:
+            return per_sample.mean()
+        weight = torch.as_tensor(sample_weight, dtype=per_sample.dtype, device=per_sample.device)
+        return (weight * per_sample).sum() / weight.sum()
+
+    # ------------------------------------------------------------ meta-train
+    def meta_fit(self, tasks, estimator=None, **kwargs) -> LearnedLoss:
+        """Meta-train the loss on ``tasks``.
+
+        Parameters
+        ----------
+        tasks : list of arrays tuples, a task sampler, or a MetaProblem
+            ``(X, y)`` or ``(X_train, y_train, X_val, y_val)`` tuples,
+            :class:`~sklearn_ml3.tasks.Task` objects, an object with
+            ``sample(rng) -> Task`` (e.g. :class:`~sklearn_ml3.tasks.SineTasks`),
+            or any :class:`~sklearn_ml3.meta.MetaProblem` (RL tasks).
+        estimator : MetaLossRegressor or MetaLossClassifier, optional
+            Template of the model the loss will train: its architecture,
+            ``lr`` and ``solver`` define the optimizee and inner optimizer.
+        **kwargs
+            Options of :func:`sklearn_ml3.meta.meta_train`: ``n_meta_iter``,
+            ``inner_steps``, ``unroll``, ``tasks_per_iter``, ``meta_lr``,
+            ``task_loss``, ``target_scaling``, ``grad_clip``, ``vectorize``,
+            ``checkpoint``, ``verbose``, ``random_state`` ...
+
+        Returns
+        -------
+        self : LearnedLoss
+        """
+        from .meta import meta_train
+        from .tasks import make_problem
+
+        problem_keys = ("task_loss", "batch_size", "target_scaling")
+        problem_kwargs = {k: kwargs.pop(k) for k in problem_keys if k in kwargs}
+        problem = make_problem(tasks, estimator=estimator, kind=self.kind, **problem_kwargs)
+        if estimator is not None:
+            kwargs.setdefault("inner_optimizer", getattr(estimator, "solver", "sgd"))
+            lr = getattr(estimator, "lr", "auto")
+            if lr != "auto":
+                kwargs.setdefault("inner_lr", lr)
+        kwargs.setdefault("random_state", self.random_state)
+        meta_train(self, problem, **kwargs)
+        return self
+
+    def check_compatible(self, kind: str, target_scaling: str | None = None, *, stacklevel=3):
+        """Raise if this loss cannot serve an estimator of ``kind``; warn on odd use.
+
+        Parameters
+        ----------
+        kind : {"regression", "classification"}
+            What the estimator needs.
+        """
+        if self.kind != kind:
+            raise ValueError(
+                f"this LearnedLoss was built for kind={self.kind!r} and cannot train a "
+                f"{kind} model; meta-train a LearnedLoss(kind={kind!r}) instead"
+            )
+        if not self.is_meta_trained:
+            warnings.warn(
+                "this LearnedLoss has not been meta-trained (call meta_fit or load a saved "
+                "loss); it is a random function", UserWarning, stacklevel=stacklevel,
+            )
+
+    # --------------------------------------------------------------- persist
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
+        if self.is_meta_trained:
+            state[_HISTORY_KEY] = torch.as_tensor(np.asarray(self.meta_history_, dtype=np.float64))
+        return state
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the loss to ``path`` (safetensors: tensors + JSON metadata, no code).
+
+        The file is written to a temporary name first and then moved into
+        place, so an existing file is never left half-written.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(self.get_config()),
+            "meta_info": json.dumps(self.meta_info_),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
+        os.close(fd)
+        try:
+            save_file(self._state_tensors(), tmp, metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> LearnedLoss:
+        """Read a loss written by :meth:`save`. Executes no code from the file.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is corrupt, truncated, or not a sklearn-ml3 loss.
+        """
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no LearnedLoss file at {path}")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(
+                f"{path} is not a readable LearnedLoss file (corrupt, truncated or another "
+                f"format): {exc}"
+            ) from exc
+        if metadata.get("format") != FORMAT_NAME:
+            raise ValueError(
+                f"{path} is a safetensors file but not a sklearn-ml3 LearnedLoss "
+                f"(format tag {metadata.get('format')!r})"
+            )
+        if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was written by a newer sklearn-ml3 (format version "
+                f"{metadata['format_version']}); upgrade the library to read it"
+            )
+        try:
+            config = json.loads(metadata["config"])
+            meta_info = json.loads(metadata.get("meta_info", "{}"))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} has damaged LearnedLoss metadata: {exc}") from exc
+        return cls._from_parts(config, meta_info, tensors, device=device,
+                               dtype=getattr(torch, metadata.get("dtype", "float32")))
+
+    @classmethod
+    def _from_parts(cls, config, meta_info, tensors, device="cpu", dtype=torch.float32):
+        loss = cls.__new__(cls)
+        for key, value in config.items():
+            setattr(loss, key, tuple(value) if key == "hidden_layer_sizes" else value)
+        loss.random_state = None
+        loss.meta_info_ = dict(meta_info)
+        loss.network_ = loss._build_network(None).to(dtype)
+        tensors = dict(tensors)
+        history = tensors.pop(_HISTORY_KEY, None)
+        try:
+            loss.network_.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise ValueError(f"stored weights do not match the stored loss shape: {exc}") from exc
+        if history is not None:
+            loss.meta_history_ = history.numpy()
+        return loss.to(device)
+
+    def __getstate__(self):
+        # Plain CPU tensors: pickles load on machines without the device used to train.
+        return {
+            "config": self.get_config(),
+            "meta_info": self.meta_info_,
+            "tensors": self._state_tensors(),
+            "dtype": self.dtype,
+            "random_state": self.random_state,
+        }
+
+    def __setstate__(self, state):
+        loaded = self._from_parts(state["config"], state["meta_info"], state["tensors"],
+                                  dtype=state["dtype"])
+        self.__dict__.update(loaded.__dict__)
+        self.random_state = state["random_state"]
+
+    def __repr__(self) -> str:
+        args = [f"kind={self.kind!r}", f"hidden_layer_sizes={self.hidden_layer_sizes}"]
+        if self.activation != "relu":
+            args.append(f"activation={self.activation!r}")
+        if self.kind == "features":
+            args.append(f"n_inputs={self.n_inputs}")
+        if self.n_extra_inputs:
+            args.append(f"n_extra_inputs={self.n_extra_inputs}")
+        if self.is_meta_trained:
+            info = self.meta_info_
+            args.append(
+                f"meta_trained=<{len(self.meta_history_)} iters, "
+                f"{info.get('inner_optimizer', '?')} lr={info.get('inner_lr', '?')}, "
+                f"inner_steps={info.get('inner_steps', '?')}>"
+            )
+        else:
+            args.append("meta_trained=False")
+        return f"LearnedLoss({', '.join(args)})"

@@ -1,0 +1,13 @@
+"""The meta-training engine (torch only; never imports the estimators)."""
+
+from .engine import MetaProblem, MetaTrainingDiverged, meta_train
+from .optim import SOLVERS, differentiable_optimizer, torch_optimizer
+
+__all__ = [
+    "MetaProblem",
+    "MetaTrainingDiverged",
+    "SOLVERS",
+    "differentiable_optimizer",
+    "meta_train",
+    "torch_optimizer",
+]

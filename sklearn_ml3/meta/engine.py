@@ -1,0 +1,366 @@
+"""The one meta-training engine of sklearn-ml3.
+
+A meta-training run alternates, for a batch of tasks,
+
+1. ``unroll`` differentiable inner steps ``theta <- update(theta, grad M_phi)``
+   on the learned loss ``M_phi`` (SGD, momentum or Adam through torchopt's
+   functional API),
+2. a task loss ``L_T(theta_new, task)`` on the updated optimizee, whose
+   gradient flows back through the inner steps into ``phi``,
+3. one Adam step on ``phi``.
+
+``theta`` keeps training for ``inner_steps`` steps and is then re-initialised
+on new tasks: the practical scheme of the paper (``phi`` updated after each
+inner step, ``theta`` reset after M steps). ``unroll > 1`` differentiates
+through several steps at once.
+
+Everything task-specific lives in a :class:`MetaProblem`: supervised
+regression and classification, shaping terms, model-based and model-free RL
+are all problems for this same loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import optree
+import torch
+import torchopt
+from tqdm.auto import tqdm
+
+from .._utils import versions
+from .optim import differentiable_optimizer
+
+Params = dict[str, torch.Tensor]
+
+
+class MetaTrainingDiverged(RuntimeError):
+    """Raised when the task loss or the meta-gradient becomes NaN or infinite.
+
+    The :class:`~sklearn_ml3.LearnedLoss` keeps the last loss network that
+    produced a finite task loss, and its ``meta_history_`` up to that point.
+    """
+
+
+@runtime_checkable
+class MetaProblem(Protocol):
+    """What the engine needs to know about a family of tasks.
+
+    Tasks are whatever :meth:`sample_tasks` returns; with ``vectorizable =
+    True`` they must be pytrees of tensors of equal shapes (e.g. a
+    :class:`~sklearn_ml3.tasks.Task` named tuple) so that the engine can
+    ``torch.func.vmap`` over them.
+    """
+
+    #: Whether the problem's functions are pure tensor functions of
+    #: ``(params, task)`` that ``torch.func.vmap`` can batch.
+    vectorizable: bool
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        """Draw ``n`` tasks for one meta-training episode."""
+
+    def init_params(self, task: Any, seed: int) -> Params:
+        """Fresh optimizee parameters ``theta`` (detached tensors)."""
+
+    def loss_inputs(self, params: Params, task: Any) -> tuple[torch.Tensor, ...]:
+        """Inputs of the learned loss for the optimizee ``params`` on ``task``."""
+
+    def task_loss(self, params: Params, task: Any) -> torch.Tensor:
+        """Scalar task loss of the updated optimizee; may read meta-train-only info."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description stored in the loss's ``meta_info_``."""
+
+
+@dataclass
+class _Episode:
+    """Optimizee state of the tasks currently being trained."""
+
+    tasks: Any  # list of tasks, or their stacked pytree in vectorised mode
+    params: Any  # list of Params, or stacked Params
+    opt_states: Any
+
+
+def _inner_steps_autograd(loss, problem, optimizer, params, state, task, n_steps):
+    for _ in range(n_steps):
+        value = loss(*problem.loss_inputs(params, task))
+        names = list(params)
+        grads = torch.autograd.grad(value, [params[k] for k in names], create_graph=True)
+        grads = dict(zip(names, grads, strict=True))
+        updates, state = optimizer.update(grads, state, params=params, inplace=False)
+        params = torchopt.apply_updates(params, updates, inplace=False)
+    return params, state
+
+
+def _inner_steps_functional(loss, problem, optimizer, params, state, task, n_steps):
+    for _ in range(n_steps):
+        grads = torch.func.grad(lambda p: loss(*problem.loss_inputs(p, task)))(params)
+        updates, state = optimizer.update(grads, state, params=params, inplace=False)
+        params = torchopt.apply_updates(params, updates, inplace=False)
+    return params, state
+
+
+def _detach(tree, requires_grad=False):
+    def leaf(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        t = t.detach()
+        return t.requires_grad_() if requires_grad and t.is_floating_point() else t
+
+    return optree.tree_map(leaf, tree)
+
+
+def _stack(trees):
+    return optree.tree_map(lambda *xs: torch.stack(xs), *trees)
+
+
+def meta_train(
+    loss,
+    problem: MetaProblem,
+    *,
+    n_meta_iter: int = 500,
+    inner_steps: int = 1,
+    unroll: int = 1,
+    tasks_per_iter: int = 1,
+    inner_optimizer: str = "sgd",
+    inner_lr: float = 1e-3,
+    meta_lr: float = 1e-3,
+    grad_clip: float | None = None,
+    vectorize: bool | str = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    random_state=None,
+    verbose: int = 1,
+    callback=None,
+):
+    """Meta-train ``loss`` (a :class:`~sklearn_ml3.LearnedLoss`) on ``problem``.
+
+    Parameters
+    ----------
+    loss : LearnedLoss
+        Trained in place; its ``meta_history_`` and ``meta_info_`` are set.
+    problem : MetaProblem
+        The task family.
+    n_meta_iter : int, default=500
+        Number of updates of ``phi`` (meta-iterations).
+    inner_steps : int, default=1
+        Steps an optimizee trains before it is re-initialised (the paper's M).
+    unroll : int, default=1
+        Inner steps differentiated through per meta-gradient (K); must divide
+        ``inner_steps``.
+    tasks_per_iter : int, default=1
+        Tasks whose task losses are averaged in one meta-gradient.
+    inner_optimizer : {"sgd", "momentum", "adam"}, default="sgd"
+    inner_lr : float, default=1e-3
+    meta_lr : float, default=1e-3
+        Adam learning rate for ``phi``.
+    grad_clip : float, optional
+        Clip the meta-gradient's global norm.
+    vectorize : bool or "auto", default="auto"
+        Batch tasks with ``torch.func.vmap`` (needs ``problem.vectorizable``);
+        "auto" does so when there are at least 2 tasks per iteration.
+    checkpoint : path, optional
+        File to save progress to every ``checkpoint_every`` iterations (at the
+        next optimizee reset) and at the end. If it exists, training resumes
+        from it and continues exactly as an uninterrupted run would.
+    random_state : int, Generator or None
+        Seeds task draws and optimizee initialisations.
+    verbose : int, default=1
+        0 silences the progress bar.
+    callback : callable, optional
+        ``callback(iteration, task_loss)`` after every meta-iteration.
+
+    Returns
+    -------
+    history : ndarray of shape (n_meta_iter,)
+        The task loss at every meta-iteration.
+
+    Raises
+    ------
+    MetaTrainingDiverged
+        If the task loss or meta-gradient becomes non-finite.
+    """
+    if inner_steps < 1 or unroll < 1 or inner_steps % unroll:
+        raise ValueError(
+            f"inner_steps ({inner_steps}) must be a positive multiple of unroll ({unroll})"
+        )
+    if n_meta_iter < 1 or tasks_per_iter < 1:
+        raise ValueError("n_meta_iter and tasks_per_iter must be at least 1")
+    if vectorize == "auto":
+        vectorize = bool(problem.vectorizable) and tasks_per_iter > 1
+    elif vectorize and not problem.vectorizable:
+        raise ValueError(f"{type(problem).__name__} cannot be vectorised; use vectorize=False")
+
+    options = {
+        "n_meta_iter": int(n_meta_iter), "inner_steps": int(inner_steps), "unroll": int(unroll),
+        "tasks_per_iter": int(tasks_per_iter), "inner_optimizer": inner_optimizer,
+        "inner_lr": float(inner_lr), "meta_lr": float(meta_lr),
+        "grad_clip": None if grad_clip is None else float(grad_clip),
+    }
+    optimizer = differentiable_optimizer(inner_optimizer, inner_lr)
+    meta_params = list(loss.parameters())
+    meta_optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
+    rng = np.random.default_rng(random_state)
+    history: list[float] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
+
+    def new_episode() -> _Episode:
+        tasks = problem.sample_tasks(tasks_per_iter, rng)
+        seeds = rng.integers(0, 2**31 - 1, size=len(tasks))
+        params = [problem.init_params(t, int(s)) for t, s in zip(tasks, seeds, strict=True)]
+        states = [optimizer.init(p) for p in params]
+        if vectorize:
+            return _Episode(_stack(tasks), _stack(params), _stack(states))
+        return _Episode(tasks, [_detach(p, True) for p in params], states)
+
+    def step_and_task_loss(ep: _Episode):
+        if vectorize:
+            def one_task(params, state, task):
+                params, state = _inner_steps_functional(
+                    loss, problem, optimizer, params, state, task, unroll)
+                return problem.task_loss(params, task), params, state
+
+            losses, params, states = torch.func.vmap(one_task)(ep.params, ep.opt_states, ep.tasks)
+            return losses.mean(), params, states
+        results = [
+            _inner_steps_autograd(loss, problem, optimizer, p, s, t, unroll)
+            for p, s, t in zip(ep.params, ep.opt_states, ep.tasks, strict=True)
+        ]
+        params = [r[0] for r in results]
+        states = [r[1] for r in results]
+        losses = [problem.task_loss(p, t) for p, t in zip(params, ep.tasks, strict=True)]
+        return torch.stack(losses).mean(), params, states
+
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    episode: _Episode | None = None
+    last_good = None
+    phase = 0  # inner steps taken by the current optimizees
+    last_saved = start
+    bar = tqdm(total=n_meta_iter, initial=start, disable=not verbose, desc="meta-train",
+               leave=verbose > 1, dynamic_ncols=True)
+    try:
+        for iteration in range(start, n_meta_iter):
+            if phase == 0:
+                if checkpoint is not None and iteration - last_saved >= checkpoint_every:
+                    _save_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options,
+                                     iteration)
+                    last_saved = iteration
+                episode = new_episode()
+            task_loss, params, states = step_and_task_loss(episode)
+            meta_optimizer.zero_grad(set_to_none=True)
+            if task_loss.requires_grad:
+                task_loss.backward()
+            value = float(task_loss.detach())
+            grad_norm = _grad_norm(meta_params)
+            if not (math.isfinite(value) and math.isfinite(grad_norm)):
+                if last_good is not None:
+                    loss.network_.load_state_dict(last_good)
+                raise MetaTrainingDiverged(
+                    f"meta-training diverged at iteration {iteration}: task loss {value}, "
+                    f"meta-gradient norm {grad_norm}. The loss keeps the network of the last "
+                    "finite iteration; try a smaller inner_lr or meta_lr, or set grad_clip."
+                )
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(meta_params, grad_clip)
+            # phi as it was when it gave a finite task loss, restored on divergence
+            last_good = {k: v.detach().clone() for k, v in loss.network_.state_dict().items()}
+            meta_optimizer.step()
+            history.append(value)
+            episode.params = _detach(params, requires_grad=not vectorize)
+            episode.opt_states = _detach(states)
+            phase = (phase + unroll) % inner_steps
+            bar.update(1)
+            if verbose and (iteration % 10 == 0 or iteration == n_meta_iter - 1):
+                bar.set_postfix(task_loss=f"{value:.4g}")
+            if callback is not None:
+                callback(iteration, value)
+    finally:
+        bar.close()
+        _record(loss, problem, options, history, t_wall, t_cpu, vectorize)
+    if checkpoint is not None:
+        _save_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options, n_meta_iter)
+    return loss.meta_history_
+
+
+def _grad_norm(params) -> float:
+    grads = [p.grad.detach().flatten() for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.cat(grads)))
+
+
+def _record(loss, problem, options, history, t_wall, t_cpu, vectorized):
+    previous = loss.meta_info_.get("meta_train_time_s", {"wall": 0.0, "cpu": 0.0})
+    loss.meta_history_ = np.asarray(history, dtype=np.float64)
+    loss.meta_info_ = {
+        "input_kind": loss.kind,
+        **options,
+        "n_meta_iter_done": len(history),
+        "vectorized": bool(vectorized),
+        "problem": problem.describe(),
+        "meta_train_time_s": {
+            "wall": previous["wall"] + time.perf_counter() - t_wall,
+            "cpu": previous["cpu"] + time.process_time() - t_cpu,
+        },
+        "versions": versions(),
+    }
+
+
+# ----------------------------------------------------------------- checkpoints
+def _save_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration):
+    state = {
+        "format": "sklearn-ml3.meta-checkpoint",
+        "iteration": int(iteration),
+        "options": json.dumps(options),
+        "loss_config": json.dumps(loss.get_config()),
+        "phi": {k: v.detach().cpu() for k, v in loss.network_.state_dict().items()},
+        "meta_optimizer": meta_optimizer.state_dict(),
+        "rng_state": json.dumps(rng.bit_generator.state),
+        "history": torch.tensor(history, dtype=torch.float64),
+        "time": json.dumps(loss.meta_info_.get("meta_train_time_s", {"wall": 0.0, "cpu": 0.0})),
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_checkpoint(path, loss, meta_optimizer, rng, history, options) -> int:
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise ValueError(f"cannot read meta-training checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != "sklearn-ml3.meta-checkpoint":
+        raise ValueError(f"{path} is not a sklearn-ml3 meta-training checkpoint")
+    if json.loads(state["loss_config"]) != loss.get_config():
+        raise ValueError(f"checkpoint {path} belongs to a loss of another shape")
+    saved = json.loads(state["options"])
+    if {k: v for k, v in saved.items() if k != "n_meta_iter"} != {
+        k: v for k, v in options.items() if k != "n_meta_iter"
+    }:
+        raise ValueError(
+            f"checkpoint {path} was written with other meta-training options {saved}; "
+            "remove it or resume with the same options"
+        )
+    with torch.no_grad():
+        loss.network_.load_state_dict(state["phi"])
+    meta_optimizer.load_state_dict(state["meta_optimizer"])
+    rng.bit_generator.state = json.loads(state["rng_state"])
+    history.extend(state["history"].tolist())
+    loss.meta_info_["meta_train_time_s"] = json.loads(state["time"])
+    return int(state["iteration"])

@@ -1,0 +1,83 @@
+"""Shapes of meta-loss networks.
+
+Every network maps a batch of per-sample inputs to a per-sample loss of shape
+``(n_samples,)``; reduction (mean, weighting) happens in :class:`LearnedLoss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "identity": nn.Identity,
+}
+OUTPUTS = {"softplus": nn.Softplus, "none": nn.Identity}
+
+
+def make_mlp(
+    n_inputs: int,
+    hidden_layer_sizes: Sequence[int],
+    n_outputs: int,
+    activation: str = "relu",
+    bias: bool = True,
+) -> nn.Sequential:
+    """Build a fully connected network ``n_inputs -> hidden... -> n_outputs``."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    width = n_inputs
+    for size in hidden_layer_sizes:
+        layers += [nn.Linear(width, int(size), bias=bias), ACTIVATIONS[activation]()]
+        width = int(size)
+    layers.append(nn.Linear(width, n_outputs, bias=bias))
+    return nn.Sequential(*layers)
+
+
+class PointwiseLossNet(nn.Module):
+    """A loss computed independently for each row of a feature matrix.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of features per row (for regression: prediction, target and
+        any extra inputs).
+    hidden_layer_sizes, activation, bias
+        Shape of the hidden layers.
+    output : {"softplus", "none"}
+        Final non-linearity; Softplus keeps the loss non-negative.
+    """
+
+    def __init__(self, n_inputs, hidden_layer_sizes, activation="relu", bias=True,
+                 output="softplus"):
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {sorted(OUTPUTS)}, got {output!r}")
+        self.body = make_mlp(n_inputs, hidden_layer_sizes, 1, activation, bias)
+        self.out = OUTPUTS[output]()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-row loss, shape ``features.shape[:-1]``."""
+        return self.out(self.body(features)).squeeze(-1)
+
+
+class ClassSharedLossNet(nn.Module):
+    """One small network applied to every class's ``(p_k, y_k)`` pair, summed over classes.
+
+    Because the same weights serve every class, one meta-trained loss works
+    for any number of classes.
+    """
+
+    def __init__(self, hidden_layer_sizes, activation="relu", bias=True, output="softplus"):
+        super().__init__()
+        self.pair = PointwiseLossNet(2, hidden_layer_sizes, activation, bias, output)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``features`` has shape ``(..., n_classes, 2)``; returns ``(...,)``."""
+        return self.pair(features).sum(-1)
