@@ -230,15 +230,14 @@ class SupervisedProblem:
         return 1 if task.y_train.dim() == 1 else task.y_train.shape[1]
 
     def _module(self, task) -> torch.nn.Module:
-        key = (task.X_train.shape[-1], self._n_outputs(task))
-        if key not in self._modules:
-            self._modules[key] = self.module_factory(*key)
-        return self._modules[key]
+        """The architecture used by ``functional_call`` (its own weights are never used)."""
+        return self._modules[(task.X_train.shape[-1], self._n_outputs(task))]
 
     def init_params(self, task, seed):
-        module = build_seeded(lambda: self.module_factory(task.X_train.shape[-1],
-                                                          self._n_outputs(task)), seed)
-        return {k: v.detach() for k, v in module.named_parameters()}
+        key = (task.X_train.shape[-1], self._n_outputs(task))
+        module = build_seeded(lambda: self.module_factory(*key), seed)
+        self._modules.setdefault(key, module)
+        return {k: v.detach().clone() for k, v in module.named_parameters()}
 
     def predict(self, params, task, X):
         out = torch.func.functional_call(self._module(task), params, (X,))
