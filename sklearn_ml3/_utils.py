@@ -46,9 +46,9 @@ def build_seeded(factory: Callable[[], torch.nn.Module], seed: int | None) -> to
 
 def versions() -> dict[str, str]:
     """Versions recorded in artifacts and benchmark results."""
-    from . import __version__
-
     import sklearn
+
+    from . import __version__
 
     return {
         "sklearn_ml3": __version__,

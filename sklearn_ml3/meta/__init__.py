@@ -1,6 +1,6 @@
 """The meta-training engine (torch only; never imports the estimators)."""
 
-from .engine import MetaProblem, MetaTrainingDiverged, meta_train
+from .engine import MetaProblem, MetaTrainingDiverged, meta_train, update_and_task_loss
 from .optim import SOLVERS, differentiable_optimizer, torch_optimizer
 
 __all__ = [
@@ -10,4 +10,5 @@ __all__ = [
     "differentiable_optimizer",
     "meta_train",
     "torch_optimizer",
+    "update_and_task_loss",
 ]

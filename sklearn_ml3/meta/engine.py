@@ -108,6 +108,43 @@ def _inner_steps_functional(loss, problem, optimizer, params, state, task, n_ste
     return params, state
 
 
+def update_and_task_loss(loss, problem, optimizer, params, opt_states, tasks, *, unroll=1,
+                         vectorize=False):
+    """``unroll`` inner steps on the learned loss for each task, then the mean task loss.
+
+    The returned task loss is differentiable w.r.t. the loss network's
+    parameters; its gradient is the meta-gradient.
+
+    Parameters
+    ----------
+    params, opt_states, tasks
+        Lists (one entry per task), or with ``vectorize=True`` pytrees
+        stacked along a leading task axis.
+
+    Returns
+    -------
+    task_loss : Tensor
+    params, opt_states
+        The updated optimizee parameters and optimizer states, same layout.
+    """
+    if vectorize:
+        def one_task(p, s, t):
+            p, s = _inner_steps_functional(loss, problem, optimizer, p, s, t, unroll)
+            return problem.task_loss(p, t), p, s
+
+        losses, params, opt_states = torch.func.vmap(one_task)(params, opt_states, tasks)
+        return losses.mean(), params, opt_states
+    results = [
+        _inner_steps_autograd(loss, problem, optimizer, p, s, t, unroll)
+        for p, s, t in zip(params, opt_states, tasks, strict=True)
+    ]
+    params = [r[0] for r in results]
+    opt_states = [r[1] for r in results]
+    losses = [problem.task_loss(p, t) for p, t in zip(params, tasks, strict=True)]
+    return torch.stack(losses).mean(), params, opt_states
+
+
+
 def _detach(tree, requires_grad=False):
     def leaf(t):
         if not isinstance(t, torch.Tensor):
@@ -223,24 +260,6 @@ def meta_train(
             return _Episode(_stack(tasks), _stack(params), _stack(states))
         return _Episode(tasks, [_detach(p, True) for p in params], states)
 
-    def step_and_task_loss(ep: _Episode):
-        if vectorize:
-            def one_task(params, state, task):
-                params, state = _inner_steps_functional(
-                    loss, problem, optimizer, params, state, task, unroll)
-                return problem.task_loss(params, task), params, state
-
-            losses, params, states = torch.func.vmap(one_task)(ep.params, ep.opt_states, ep.tasks)
-            return losses.mean(), params, states
-        results = [
-            _inner_steps_autograd(loss, problem, optimizer, p, s, t, unroll)
-            for p, s, t in zip(ep.params, ep.opt_states, ep.tasks, strict=True)
-        ]
-        params = [r[0] for r in results]
-        states = [r[1] for r in results]
-        losses = [problem.task_loss(p, t) for p, t in zip(params, ep.tasks, strict=True)]
-        return torch.stack(losses).mean(), params, states
-
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     episode: _Episode | None = None
     last_good = None
@@ -256,7 +275,9 @@ def meta_train(
                                      iteration)
                     last_saved = iteration
                 episode = new_episode()
-            task_loss, params, states = step_and_task_loss(episode)
+            task_loss, params, states = update_and_task_loss(
+                loss, problem, optimizer, episode.params, episode.opt_states, episode.tasks,
+                unroll=unroll, vectorize=vectorize)
             meta_optimizer.zero_grad(set_to_none=True)
             if task_loss.requires_grad:
                 task_loss.backward()
