@@ -249,8 +249,11 @@ class LearnedLoss:
         **kwargs
             Options of :func:`sklearn_ml3.meta.meta_train`: ``n_meta_iter``,
             ``inner_steps``, ``unroll``, ``tasks_per_iter``, ``meta_lr``,
-            ``task_loss``, ``target_scaling``, ``grad_clip``, ``vectorize``,
-            ``checkpoint``, ``verbose``, ``random_state`` ...
+            ``grad_clip``, ``vectorize``, ``checkpoint``, ``verbose``,
+            ``random_state`` ...; and of the supervised problem:
+            ``task_loss``, ``extra_loss``, ``beta``, ``gamma`` (shaping,
+            ``L_T = beta * task_loss + gamma * extra_loss``),
+            ``target_scaling``, ``batch_size``.
 
         Returns
         -------
@@ -259,7 +262,8 @@ class LearnedLoss:
         from .meta import meta_train
         from .tasks import make_problem
 
-        problem_keys = ("task_loss", "batch_size", "target_scaling")
+        problem_keys = ("task_loss", "extra_loss", "beta", "gamma", "batch_size",
+                        "target_scaling")
         problem_kwargs = {k: kwargs.pop(k) for k in problem_keys if k in kwargs}
         problem = make_problem(tasks, estimator=estimator, kind=self.kind, **problem_kwargs)
         if estimator is not None:
