@@ -108,7 +108,9 @@ class LearnedLoss:
         self.n_extra_inputs = int(n_extra_inputs)
         self.random_state = random_state
         self.meta_info_: dict[str, Any] = {}
-        self.network_ = self._build_network(torch_generator(random_state))
+        # an unseeded loss draws fresh entropy rather than the global torch seed
+        seed_source = np.random.default_rng() if random_state is None else random_state
+        self.network_ = self._build_network(torch_generator(seed_source))
 
     # ------------------------------------------------------------------ network
     def get_config(self) -> dict[str, Any]:
@@ -125,12 +127,14 @@ class LearnedLoss:
 
     def _build_network(self, generator: torch.Generator | None) -> torch.nn.Module:
         hidden, act = self.hidden_layer_sizes, self.activation
-        if self.kind == "classification":
-            net = ClassSharedLossNet(hidden, act, self.bias, self.output)
-        elif self.kind == "regression":
-            net = PointwiseLossNet(2 + self.n_extra_inputs, hidden, act, self.bias, self.output)
-        else:
-            net = PointwiseLossNet(self.n_inputs, hidden, act, self.bias, self.output)
+        with torch.random.fork_rng(devices=[]):  # torch's default init must not use the global RNG
+            if self.kind == "classification":
+                net = ClassSharedLossNet(hidden, act, self.bias, self.output)
+            elif self.kind == "regression":
+                net = PointwiseLossNet(2 + self.n_extra_inputs, hidden, act, self.bias,
+                                       self.output)
+            else:
+                net = PointwiseLossNet(self.n_inputs, hidden, act, self.bias, self.output)
         if generator is not None:
             with torch.no_grad():
                 for module in net.modules():

@@ -1,0 +1,172 @@
+"""LearnedLoss: calling conventions, persistence (safetensors, joblib, pickle), bad files."""
+
+import copy
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sklearn_ml3 import LearnedLoss, SineTasks
+from sklearn_ml3.tasks import SupervisedProblem
+
+
+@pytest.fixture(scope="module")
+def trained():
+    problem = SupervisedProblem(
+        SineTasks(n_points=20),
+        lambda n_in, n_out: torch.nn.Sequential(torch.nn.Linear(n_in, 8), torch.nn.ReLU(),
+                                                torch.nn.Linear(8, n_out)),
+    )
+    loss = LearnedLoss(hidden_layer_sizes=(10, 10), random_state=0)
+    return loss.meta_fit(problem, n_meta_iter=5, inner_lr=0.01, verbose=0)
+
+
+def probe(loss):
+    gen = torch.Generator().manual_seed(0)
+    y_pred, y = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
+    return loss(y_pred, y).item(), loss.per_sample(y_pred, y)
+
+
+def test_call_is_a_differentiable_scalar():
+    loss = LearnedLoss(random_state=0)
+    y_pred = torch.randn(10, requires_grad=True)
+    value = loss(y_pred, torch.randn(10))
+    assert value.shape == ()
+    value.backward()
+    assert y_pred.grad is not None and torch.isfinite(y_pred.grad).all()
+    assert value.item() >= 0  # softplus output
+
+
+def test_regression_handles_multi_output_and_extra_inputs():
+    loss = LearnedLoss(n_extra_inputs=1, random_state=0)
+    per = loss.per_sample(torch.randn(7, 3), torch.randn(7, 3), torch.randn(7))
+    assert per.shape == (7,)
+    with pytest.raises(ValueError, match="called as loss"):
+        loss(torch.randn(7), torch.randn(7))
+    with pytest.raises(ValueError, match="same shape"):
+        LearnedLoss(random_state=0)(torch.randn(7), torch.randn(6))
+
+
+def test_classification_loss_serves_any_number_of_classes():
+    loss = LearnedLoss(kind="classification", hidden_layer_sizes=(40, 40), random_state=0)
+    for n_classes in (2, 3, 10):
+        proba = torch.softmax(torch.randn(6, n_classes), -1)
+        onehot = torch.nn.functional.one_hot(torch.arange(6) % n_classes, n_classes).float()
+        assert loss.per_sample(proba, onehot).shape == (6,)
+    with pytest.raises(ValueError, match="n_samples, n_classes"):
+        loss(torch.rand(6, 3), torch.rand(6, 2))
+
+
+def test_features_loss_concatenates_its_inputs():
+    loss = LearnedLoss(kind="features", n_inputs=6, random_state=0)
+    assert loss(torch.randn(4, 3), torch.randn(4, 2), torch.randn(4)).shape == ()
+    with pytest.raises(ValueError, match="reads 6 features"):
+        loss(torch.randn(4, 3))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(kind="ranking"), "kind must be one of"),
+        (dict(kind="features"), "needs n_inputs"),
+        (dict(n_inputs=3), "only used with kind='features'"),
+        (dict(activation="swish"), "activation must be one of"),
+        (dict(output="sigmoid"), "output must be one of"),
+    ],
+)
+def test_bad_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LearnedLoss(**kwargs)
+
+
+def test_same_random_state_same_network():
+    a, b = LearnedLoss(random_state=3), LearnedLoss(random_state=3)
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(x, y)
+    state = torch.random.get_rng_state()
+    LearnedLoss(random_state=4)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+
+
+def test_save_load_round_trip(tmp_path, trained):
+    path = trained.save(tmp_path / "sine.ml3")
+    loaded = LearnedLoss.load(path)
+    value, per = probe(trained)
+    value2, per2 = probe(loaded)
+    assert value == value2
+    torch.testing.assert_close(per, per2, rtol=0, atol=0)
+    np.testing.assert_array_equal(loaded.meta_history_, trained.meta_history_)
+    assert loaded.meta_info_ == trained.meta_info_
+    assert loaded.get_config() == trained.get_config()
+    assert "meta_trained=<5 iters" in repr(loaded)
+
+
+@pytest.mark.parametrize("dump", ["joblib", "pickle", "deepcopy"])
+def test_python_serialisation_round_trips(tmp_path, trained, dump):
+    if dump == "joblib":
+        joblib.dump(trained, tmp_path / "loss.joblib")
+        other = joblib.load(tmp_path / "loss.joblib")
+    elif dump == "pickle":
+        other = pickle.loads(pickle.dumps(trained))
+    else:
+        other = copy.deepcopy(trained)
+    assert probe(other)[0] == probe(trained)[0]
+    np.testing.assert_array_equal(other.meta_history_, trained.meta_history_)
+    # independent copies: changing one does not change the other
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert probe(other)[0] != probe(trained)[0]
+
+
+def test_loading_missing_corrupt_truncated_or_foreign_files(tmp_path, trained):
+    with pytest.raises(FileNotFoundError, match="no LearnedLoss file"):
+        LearnedLoss.load(tmp_path / "missing.ml3")
+
+    junk = tmp_path / "junk.ml3"
+    junk.write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(ValueError, match="not a readable LearnedLoss file"):
+        LearnedLoss.load(junk)
+
+    good = trained.save(tmp_path / "good.ml3")
+    truncated = tmp_path / "truncated.ml3"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(ValueError, match="not a readable LearnedLoss file"):
+        LearnedLoss.load(truncated)
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(foreign), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="not a sklearn-ml3 LearnedLoss"):
+        LearnedLoss.load(foreign)
+
+    pickled = tmp_path / "pickled.ml3"
+    joblib.dump(trained, pickled)
+    with pytest.raises(ValueError, match="not a readable LearnedLoss file"):
+        LearnedLoss.load(pickled)
+
+
+def test_failed_save_keeps_the_existing_file(tmp_path, trained, monkeypatch):
+    path = trained.save(tmp_path / "keep.ml3")
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        LearnedLoss(random_state=9).save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.ml3"]
+
+
+def test_float64_and_device_moves_keep_values(trained):
+    other = copy.deepcopy(trained).to(torch.float64)
+    assert other.dtype == torch.float64
+    assert probe(other)[0] == pytest.approx(probe(trained)[0], rel=1e-5)
+
+
+def test_unseeded_losses_differ():
+    a, b = LearnedLoss(), LearnedLoss()
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))
