@@ -1,0 +1,450 @@
+"""Model-free meta-training of a policy loss (paper III-B.2).
+
+The optimizee is a Gaussian MLP policy ``pi_theta(a | s)`` (a mean network and
+a state-independent log standard deviation, initialised like SB3's
+``ActorCriticPolicy``), evaluated functionally on a parameter dict so that the
+engine of :mod:`sklearn_ml3.meta` can differentiate through its updates.
+
+One task is one goal. Per inner step the policy takes an optimizer step on the
+learned loss ``M_phi(s, a, log pi(a|s), g)`` over a mini-batch of its latest
+rollouts; after ``n_epochs`` passes over the rollout (the engine's ``unroll``)
+the *task loss* is the REINFORCE surrogate of fresh rollouts of the updated
+policy, ``-mean_t[log pi'(a_t | s_t) A_t]`` with ``A_t`` the reward-to-go minus
+its mean over the episodes at the same time step, divided by its standard
+deviation. Those fresh rollouts are the experience of the next inner steps, so
+each meta-iteration costs one rollout per task. Rewards never enter the
+learned loss: at meta-test time (:class:`rl.ML3`) it trains policies without
+them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from sklearn_ml3 import LearnedLoss
+from sklearn_ml3._utils import build_seeded
+from sklearn_ml3.meta import meta_train
+
+Params = dict[str, torch.Tensor]
+
+
+class GaussianMLPPolicy(nn.Module):
+    """Diagonal Gaussian policy with a state-independent log standard deviation.
+
+    Initialised as SB3's ``ActorCriticPolicy`` with ``ortho_init=True``
+    (orthogonal hidden layers with gain sqrt(2), output layer gain 0.01, zero
+    biases, ``log_std = log_std_init``), so that a policy meta-trained here and
+    an :class:`rl.ML3Policy` start from the same distribution of networks.
+
+    Parameters
+    ----------
+    obs_dim, act_dim : int
+    hidden_sizes : sequence of int, default=(64, 64)
+    log_std_init : float, default=0.0
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+                 log_std_init: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for size in hidden_sizes:
+            linear = nn.Linear(width, int(size))
+            nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
+            nn.init.zeros_(linear.bias)
+            layers += [linear, nn.Tanh()]
+            width = int(size)
+        out = nn.Linear(width, act_dim)
+        nn.init.orthogonal_(out.weight, gain=0.01)
+        nn.init.zeros_(out.bias)
+        self.mean = nn.Sequential(*layers, out)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Mean action for each row of ``obs``."""
+        return self.mean(obs)
+
+
+def policy_mean(params: Params, obs: torch.Tensor) -> torch.Tensor:
+    """Mean action of the :class:`GaussianMLPPolicy` with parameters ``params``.
+
+    A pure function of the parameter dict (the same as
+    ``torch.func.functional_call(policy, params, (obs,))``, without its
+    per-call overhead, which dominates the small batches of a rollout).
+    """
+    n_linear = sum(1 for k in params if k.startswith("mean.") and k.endswith(".weight"))
+    out = obs
+    for i in range(n_linear):
+        out = torch.nn.functional.linear(out, params[f"mean.{2 * i}.weight"],
+                                         params[f"mean.{2 * i}.bias"])
+        if i < n_linear - 1:
+            out = torch.tanh(out)
+    return out
+
+
+def policy_log_prob(params: Params, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``log pi_params(actions | obs)`` per row, differentiable w.r.t. ``params``."""
+    mean = policy_mean(params, obs)
+    log_std = params["log_std"]
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class _GoalTask:
+    """One goal plus the rollouts its current policy produced (mutable per episode)."""
+
+    def __init__(self, goal: np.ndarray, seed: int):
+        self.goal = np.asarray(goal, dtype=np.float64)
+        self.rng = np.random.default_rng(seed)
+        self.buffer: dict[str, torch.Tensor] | None = None
+        self.buffer_params: Params | None = None
+        self.order: torch.Tensor | None = None
+        self.cursor = 0
+
+
+class ModelFreeProblem:
+    """Goal-reaching with rollouts in a real environment, as a MetaProblem.
+
+    Parameters
+    ----------
+    env_id : str
+        A goal environment of :mod:`rl.envs` (``set_task``, goal last in the
+        observation), e.g. ``"ml3/ReacherGoal-v0"``.
+    goals : array-like of shape (n_goals, goal_dim)
+        Meta-training goals; each task draws one of them.
+    policy_hidden_sizes : sequence of int, default=(64, 64)
+    log_std_init : float, default=0.0
+    rollout_episodes : int, default=10
+        Episodes per rollout (stepped together, one batched policy call per
+        time step).
+    batch_size : int, default=100
+        Rows of the rollout per inner step.
+    horizon : int, optional
+        Episode length; defaults to the environment's registered limit.
+    gamma : float, default=1.0
+        Discount of the reward-to-go in the task loss.
+    env_kwargs : dict, optional
+        Passed to ``gymnasium.make``.
+    """
+
+    vectorizable = False
+
+    def __init__(self, env_id: str, goals, *, policy_hidden_sizes: Sequence[int] = (64, 64),
+                 log_std_init: float = 0.0, rollout_episodes: int = 10, batch_size: int = 100,
+                 horizon: int | None = None, gamma: float = 1.0,
+                 env_kwargs: dict[str, Any] | None = None):
+        import rl.envs  # noqa: F401  (registers the ml3/* environments)
+
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.envs = [gym.make(env_id, **self.env_kwargs).unwrapped
+                     for _ in range(int(rollout_episodes))]
+        env = self.envs[0]
+        if not hasattr(env, "set_task") or not hasattr(env, "goal_dim"):
+            raise ValueError(f"{env_id} is not a goal environment (needs set_task and goal_dim)")
+        if not isinstance(env.action_space, gym.spaces.Box):
+            raise ValueError(f"{env_id} needs a continuous (Box) action space")
+        self.goal_dim = int(env.goal_dim)
+        self.obs_dim = int(np.prod(env.observation_space.shape))
+        self.act_dim = int(np.prod(env.action_space.shape))
+        goals = np.asarray(goals, dtype=np.float64)
+        if goals.ndim != 2 or goals.shape[1] != self.goal_dim or len(goals) == 0:
+            raise ValueError(f"goals must have shape (n_goals, {self.goal_dim}), "
+                             f"got {goals.shape}")
+        for g in goals:
+            env.validate_goal(g)
+        self.goals = goals
+        spec_horizon = gym.spec(env_id).max_episode_steps
+        self.horizon = int(horizon or spec_horizon or 0)
+        if self.horizon < 1:
+            raise ValueError(f"{env_id} has no episode limit; give horizon")
+        self.policy_hidden_sizes = tuple(int(h) for h in policy_hidden_sizes)
+        self.log_std_init = float(log_std_init)
+        self.rollout_episodes = int(rollout_episodes)
+        self.batch_size = int(batch_size)
+        if not 1 <= self.batch_size <= self.rollout_episodes * self.horizon:
+            raise ValueError(f"batch_size must be in [1, rollout_episodes * horizon = "
+                             f"{self.rollout_episodes * self.horizon}], got {batch_size}")
+        self.gamma = float(gamma)
+        self.low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
+        self.high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
+        #: Mean undiscounted return and final distance of every task-loss rollout.
+        self.stats: list[dict[str, float]] = []
+
+    @property
+    def n_loss_inputs(self) -> int:
+        """Features per row of the learned loss: obs, action, log-prob, goal."""
+        return self.obs_dim + self.act_dim + 1 + self.goal_dim
+
+    # ------------------------------------------------------------- rollouts
+    def rollout(self, params: Params, goal: np.ndarray, rng: np.random.Generator,
+                deterministic: bool = False) -> dict[str, torch.Tensor]:
+        """Run ``rollout_episodes`` episodes of the policy ``params`` on ``goal``.
+
+        Returns
+        -------
+        batch : dict
+            ``obs`` (E, T, obs_dim) float32, ``actions`` (E, T, act_dim) as
+            sampled (unclipped, as SB3's rollout buffer stores them),
+            ``rewards`` and ``alive`` (E, T; 0 after an episode terminated),
+            ``final_distance`` (E,) when the env reports a distance.
+        """
+        E, T = self.rollout_episodes, self.horizon
+        obs = np.zeros((E, T, self.obs_dim), np.float32)
+        actions = torch.zeros(E, T, self.act_dim)
+        rewards = np.zeros((E, T), np.float32)
+        alive = np.ones((E, T), np.float32)
+        distance = np.full(E, np.nan)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+        current = np.stack([
+            env.reset(seed=int(rng.integers(2**31 - 1)), options={"goal": goal})[0]
+            for env in self.envs
+        ])
+        done = np.zeros(E, bool)
+        params = {k: v.detach() for k, v in params.items()}
+        std = torch.exp(params["log_std"])
+        for t in range(T):
+            obs[:, t] = current
+            with torch.no_grad():
+                mean = policy_mean(params, torch.from_numpy(current))
+                act = mean if deterministic else mean + std * torch.randn(
+                    mean.shape, generator=gen)
+            actions[:, t] = act
+            clipped = torch.clamp(act, self.low, self.high).numpy()
+            for i, env in enumerate(self.envs):
+                if done[i]:
+                    alive[i, t] = 0.0
+                    continue
+                current[i], rewards[i, t], terminated, _, info = env.step(clipped[i])
+                if "distance" in info:
+                    distance[i] = info["distance"]
+                done[i] = terminated
+        return {"obs": torch.from_numpy(obs), "actions": actions,
+                "rewards": torch.from_numpy(rewards), "alive": torch.from_numpy(alive),
+                "final_distance": torch.from_numpy(distance)}
+
+    def _features(self, params: Params, obs: torch.Tensor, actions: torch.Tensor):
+        log_prob = policy_log_prob(params, obs, actions)
+        return obs, actions, log_prob, obs[:, self.obs_dim - self.goal_dim:]
+
+    # ---------------------------------------------------------- MetaProblem
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[_GoalTask]:
+        idx = rng.choice(len(self.goals), size=n, replace=n > len(self.goals))
+        return [_GoalTask(self.goals[i], int(rng.integers(2**31 - 1))) for i in idx]
+
+    def init_params(self, task: _GoalTask, seed: int) -> Params:
+        module = build_seeded(lambda: GaussianMLPPolicy(
+            self.obs_dim, self.act_dim, self.policy_hidden_sizes, self.log_std_init), seed)
+        return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+    def loss_inputs(self, params: Params, task: _GoalTask) -> tuple[torch.Tensor, ...]:
+        if task.buffer is None:  # a fresh policy: collect its first experience
+            task.buffer = self._flatten(self.rollout(params, task.goal, task.rng))
+        n = len(task.buffer["obs"])
+        if task.order is None or task.cursor >= n:
+            perm = torch.from_numpy(task.rng.permutation(n))
+            task.order, task.cursor = perm, 0
+        idx = task.order[task.cursor:task.cursor + self.batch_size]
+        task.cursor += self.batch_size
+        return self._features(params, task.buffer["obs"][idx], task.buffer["actions"][idx])
+
+    def _flatten(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        keep = batch["alive"].reshape(-1) > 0
+        return {"obs": batch["obs"].reshape(-1, self.obs_dim)[keep],
+                "actions": batch["actions"].reshape(-1, self.act_dim)[keep]}
+
+    def task_loss(self, params: Params, task: _GoalTask) -> torch.Tensor:
+        batch = self.rollout(params, task.goal, task.rng)
+        rewards, alive = batch["rewards"], batch["alive"]
+        to_go = torch.zeros_like(rewards)
+        running = torch.zeros(rewards.shape[0])
+        for t in reversed(range(rewards.shape[1])):
+            running = rewards[:, t] + self.gamma * running
+            to_go[:, t] = running
+        advantage = to_go - to_go.mean(0, keepdim=True)
+        advantage = advantage / (advantage[alive > 0].std() + 1e-8)
+        E, T = rewards.shape
+        log_prob = policy_log_prob(params, batch["obs"].reshape(E * T, -1),
+                                   batch["actions"].reshape(E * T, -1)).reshape(E, T)
+        surrogate = -(log_prob * advantage * alive).sum() / alive.sum()
+        self.stats.append({"return": float((rewards * alive).sum(1).mean()),
+                           "final_distance": float(np.nanmean(batch["final_distance"].numpy()))
+                           if np.isfinite(batch["final_distance"].numpy()).any() else math.nan})
+        # The fresh rollouts are the experience of the next inner steps.
+        task.buffer, task.order = self._flatten(batch), None
+        return surrogate
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": "model_free",
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "n_goals": len(self.goals),
+            "goal_dim": self.goal_dim,
+            "rollout_episodes": self.rollout_episodes,
+            "horizon": self.horizon,
+            "batch_size": self.batch_size,
+            "gamma": self.gamma,
+            "task_loss": "REINFORCE surrogate, reward-to-go minus per-step mean, unit std",
+        }
+
+
+def meta_train_policy_loss(
+    env_id: str,
+    goals=None,
+    *,
+    n_goals: int = 20,
+    loss: LearnedLoss | None = None,
+    loss_hidden_layer_sizes: Sequence[int] = (64, 64),
+    policy_hidden_sizes: Sequence[int] = (64, 64),
+    log_std_init: float = 0.0,
+    rollout_episodes: int = 10,
+    batch_size: int = 100,
+    n_epochs: int = 2,
+    rollouts_per_policy: int = 20,
+    tasks_per_iter: int = 4,
+    n_meta_iter: int = 200,
+    inner_optimizer: str = "adam",
+    inner_lr: float = 3e-3,
+    meta_lr: float = 1e-3,
+    grad_clip: float | None = 1.0,
+    horizon: int | None = None,
+    gamma: float = 1.0,
+    env_kwargs: dict[str, Any] | None = None,
+    checkpoint=None,
+    random_state=None,
+    verbose: int = 1,
+    callback=None,
+) -> LearnedLoss:
+    """Meta-train a policy loss ``M_phi(s, a, log pi(a|s), g)`` by model-free rollouts.
+
+    Runs :func:`sklearn_ml3.meta.meta_train` on a :class:`ModelFreeProblem`:
+    per meta-iteration and task, ``n_epochs`` passes of mini-batch steps on
+    the learned loss over the policy's latest rollout (differentiated
+    through), then the REINFORCE surrogate of a fresh rollout of the updated
+    policy. Policies are re-initialised after ``rollouts_per_policy`` such
+    rounds.
+
+    Parameters
+    ----------
+    env_id : str
+        Goal environment, e.g. ``"ml3/ReacherGoal-v0"``.
+    goals : array-like of shape (n_goals, goal_dim), optional
+        Meta-training goals; default: ``n_goals`` goals from the environment's
+        ``sample_tasks(n_goals, random_state)``. Keep meta-test goals out.
+    n_goals : int, default=20
+        Used only when ``goals`` is None.
+    loss : LearnedLoss, optional
+        A features loss to continue training; by default a new one with
+        ``loss_hidden_layer_sizes`` (ReLU, biases, Softplus output).
+    policy_hidden_sizes : sequence of int, default=(64, 64)
+        Hidden layers of the meta-training policies (tanh, like SB3's
+        ``MlpPolicy``). Other sizes can be trained at meta-test time.
+    log_std_init : float, default=0.0
+    rollout_episodes : int, default=10
+        Episodes per rollout; ``rollout_episodes * horizon`` rows of experience.
+    batch_size : int, default=100
+        Rows per inner (mini-batch) step.
+    n_epochs : int, default=2
+        Passes over each rollout; ``n_epochs * rows / batch_size`` inner steps
+        are unrolled per meta-gradient.
+    rollouts_per_policy : int, default=20
+        Rollouts a policy is trained for before it is re-initialised.
+    tasks_per_iter : int, default=4
+        Goals per meta-gradient.
+    n_meta_iter : int, default=200
+        Meta-iterations (one rollout per task each).
+    inner_optimizer : {"sgd", "momentum", "adam"}, default="adam"
+    inner_lr : float, default=3e-3
+    meta_lr : float, default=1e-3
+    grad_clip : float or None, default=1.0
+    horizon : int, optional
+        Episode length (default: the environment's limit).
+    gamma : float, default=1.0
+        Discount of the task loss's reward-to-go.
+    env_kwargs : dict, optional
+    checkpoint : path, optional
+        Resumable meta-training state (see :func:`~sklearn_ml3.meta.meta_train`).
+    random_state : int or None
+    verbose : int, default=1
+        0 silences the progress bar.
+    callback : callable, optional
+        ``callback(iteration, task_loss)``.
+
+    Returns
+    -------
+    loss : LearnedLoss
+        ``meta_info_["policy"]`` records what :class:`rl.ML3` needs to use it
+        as trained (rollout size, mini-batch, epochs, goal dimension, policy
+        architecture); ``meta_info_["rollout_stats"]`` the mean return and
+        final distance of the task-loss rollouts per meta-iteration.
+
+    Examples
+    --------
+    >>> from rl import meta_train_policy_loss  # doctest: +SKIP
+    >>> loss = meta_train_policy_loss("ml3/ReacherGoal-v0", n_meta_iter=100)  # doctest: +SKIP
+    >>> loss.save("reacher.ml3")  # doctest: +SKIP
+    """
+    import rl.envs  # noqa: F401
+
+    if goals is None:
+        env_cls = gym.spec(env_id).entry_point
+        env = gym.make(env_id, **(env_kwargs or {})).unwrapped
+        if not hasattr(env, "sample_tasks"):
+            raise ValueError(f"{env_id} ({env_cls}) cannot sample goals; pass goals=")
+        goals = env.sample_tasks(int(n_goals), np.random.default_rng(random_state))
+        env.close()
+    problem = ModelFreeProblem(
+        env_id, goals, policy_hidden_sizes=policy_hidden_sizes, log_std_init=log_std_init,
+        rollout_episodes=rollout_episodes, batch_size=batch_size, horizon=horizon, gamma=gamma,
+        env_kwargs=env_kwargs)
+    rows = problem.rollout_episodes * problem.horizon
+    unroll = int(n_epochs) * math.ceil(rows / problem.batch_size)
+    if loss is None:
+        loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
+                           hidden_layer_sizes=loss_hidden_layer_sizes, bias=True,
+                           random_state=random_state)
+    elif loss.kind != "features" or loss.n_inputs != problem.n_loss_inputs:
+        raise ValueError(f"loss must be a LearnedLoss(kind='features', n_inputs="
+                         f"{problem.n_loss_inputs}) for {env_id}")
+    meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=unroll * rollouts_per_policy,
+               unroll=unroll, tasks_per_iter=tasks_per_iter, inner_optimizer=inner_optimizer,
+               inner_lr=inner_lr, meta_lr=meta_lr, grad_clip=grad_clip, checkpoint=checkpoint,
+               random_state=random_state, verbose=verbose, callback=callback)
+    loss.meta_info_["policy"] = {
+        "env_id": env_id,
+        "obs_dim": problem.obs_dim,
+        "act_dim": problem.act_dim,
+        "goal_dim": problem.goal_dim,
+        "inputs": ["obs", "action", "log_prob", "goal"],
+        "hidden_sizes": list(problem.policy_hidden_sizes),
+        "log_std_init": problem.log_std_init,
+        "rollout_steps": rows,
+        "batch_size": problem.batch_size,
+        "n_epochs": int(n_epochs),
+        "rollouts_per_policy": int(rollouts_per_policy),
+    }
+    # per meta-iteration means of this call's task-loss rollouts (a resumed run: its part only)
+    stats = problem.stats
+    loss.meta_info_["rollout_stats"] = [
+        {key: float(np.nanmean([s[key] for s in stats[i:i + tasks_per_iter]]))
+         for key in ("return", "final_distance")}
+        for i in range(0, len(stats), tasks_per_iter)
+    ]
+    return loss
+
+
+__all__ = [
+    "GaussianMLPPolicy",
+    "ModelFreeProblem",
+    "meta_train_policy_loss",
+    "policy_log_prob",
+    "policy_mean",
+]

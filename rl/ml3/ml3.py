@@ -1,0 +1,409 @@
+"""ML3 at meta-test time: Stable-Baselines3 algorithms driven by a learned loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.utils import explained_variance
+from torch.nn import functional as F
+
+from rl.ml3.policies import ML3Policy
+from sklearn_ml3 import LearnedLoss
+
+SelfML3 = TypeVar("SelfML3", bound="ML3")
+
+# torch.optim twins of the engine's differentiable inner optimizers
+_OPTIMIZERS = {
+    "sgd": (th.optim.SGD, {}),
+    "momentum": (th.optim.SGD, {"momentum": 0.9}),
+    "adam": (th.optim.Adam, {"eps": 1e-8}),
+}
+
+
+def _policy_info(loss: LearnedLoss) -> dict[str, Any]:
+    return loss.meta_info_.get("policy", {})
+
+
+class _LearnedLossMixin:
+    """Holds a policy :class:`~sklearn_ml3.LearnedLoss` and saves it inside the SB3 zip.
+
+    The loss network's weights travel as a state dict (``learned_loss.network_``
+    in :meth:`_get_torch_save_params`, loaded with ``weights_only``); its
+    constructor config, ``meta_info_`` and ``meta_history_`` travel as plain
+    JSON data (``_learned_loss_spec``), from which :meth:`_setup_learned_loss`
+    rebuilds the network on :meth:`load`.
+    """
+
+    learned_loss: LearnedLoss | None
+    goal_dim: int
+
+    def _store_learned_loss(self, learned_loss: LearnedLoss | None, goal_dim: int | None) -> None:
+        if learned_loss is not None and not isinstance(learned_loss, LearnedLoss):
+            raise TypeError(
+                f"learned_loss must be a LearnedLoss, got {type(learned_loss).__name__}")
+        if learned_loss is not None and learned_loss.kind != "features":
+            raise ValueError(
+                "a policy loss is a LearnedLoss(kind='features') reading (obs, action, log_prob, "
+                f"goal) rows; got kind={learned_loss.kind!r}"
+            )
+        # a private copy: training must never touch the caller's loss
+        self.learned_loss = None if learned_loss is None else copy.deepcopy(learned_loss)
+        if goal_dim is None and learned_loss is not None:
+            goal_dim = _policy_info(learned_loss).get("goal_dim")
+        self.goal_dim = 0 if goal_dim is None else int(goal_dim)
+        self._learned_loss_spec = None
+        if learned_loss is not None:
+            self._learned_loss_spec = {
+                "config": learned_loss.get_config(),
+                "meta_info": learned_loss.meta_info_,
+                "meta_history": np.asarray(getattr(learned_loss, "meta_history_", []),
+                                           dtype=float).tolist(),
+            }
+
+    def _setup_learned_loss(self) -> None:
+        if self.learned_loss is None:
+            if self._learned_loss_spec is None:
+                raise ValueError(f"{type(self).__name__} needs learned_loss=LearnedLoss(...)")
+            spec = self._learned_loss_spec
+            # weights are overwritten by the saved state dict right after this
+            self.learned_loss = LearnedLoss(**spec["config"], random_state=0)
+            self.learned_loss.meta_info_ = dict(spec["meta_info"])
+            if spec["meta_history"]:
+                self.learned_loss.meta_history_ = np.asarray(spec["meta_history"])
+        self.learned_loss.to(self.device)
+        for param in self.learned_loss.parameters():
+            param.requires_grad_(False)
+        obs_dim = int(np.prod(self.observation_space.shape))
+        act_dim = int(np.prod(self.action_space.shape))
+        expected = obs_dim + act_dim + 1 + self.goal_dim
+        if self.learned_loss.n_inputs != expected:
+            raise ValueError(
+                f"the learned loss reads {self.learned_loss.n_inputs} features per row, but this "
+                f"env gives obs ({obs_dim}) + action ({act_dim}) + log_prob (1) + goal "
+                f"({self.goal_dim}) = {expected}; meta-train a loss for this environment"
+            )
+        trained_obs = _policy_info(self.learned_loss).get("obs_dim")
+        if trained_obs is not None and trained_obs != obs_dim:
+            raise ValueError(f"the learned loss was meta-trained on {trained_obs}-dimensional "
+                             f"observations, this env has {obs_dim}")
+
+    def _raw_observations(self, obs: th.Tensor) -> th.Tensor:
+        """Observations as the env produced them (the loss was meta-trained on those)."""
+        vec_normalize = self.get_vec_normalize_env()
+        if vec_normalize is not None and vec_normalize.norm_obs:
+            raw = vec_normalize.unnormalize_obs(obs.detach().cpu().numpy())
+            obs = th.as_tensor(raw, device=obs.device)
+        # float64 observations (e.g. MuJoCo's) would otherwise change the loss's dtype
+        return obs.to(th.float32).reshape(len(obs), -1)
+
+    def _learned_loss_value(self, obs: th.Tensor, actions: th.Tensor,
+                            log_prob: th.Tensor) -> th.Tensor:
+        """Mean learned loss over rows ``(obs, action, log_prob, goal)``, goal = obs tail."""
+        raw = self._raw_observations(obs)
+        goal = raw[:, raw.shape[1] - self.goal_dim:]
+        return self.learned_loss(raw, actions.reshape(len(actions), -1).float(),
+                                 log_prob.float(), goal)
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, other = super()._get_torch_save_params()
+        return [*state_dicts, "learned_loss.network_"], other
+
+
+class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
+    """Train a policy with a meta-learned loss alone (ML3 meta-test, paper III-B.2).
+
+    Each update collects ``n_steps`` steps per environment with SB3's rollout
+    machinery, then runs ``n_epochs`` passes of mini-batch steps on the learned
+    loss ``M_phi(obs, action, log pi(action | obs), goal)`` over the rollout
+    buffer. Rewards are not used for training (they are only logged), and
+    neither is the value head of the policy. By default the optimizer, its
+    learning rate, the rollout size, mini-batch size and epochs are those the
+    loss was meta-trained with (read from ``learned_loss.meta_info_``).
+
+    Parameters
+    ----------
+    policy : str or type
+        ``"MlpPolicy"`` (:class:`~rl.ML3Policy`) or a subclass of SB3's
+        ``ActorCriticPolicy``; any actor architecture works.
+    env : gymnasium.Env, VecEnv or str
+        Its observation must end with the goal (``goal_dim`` entries), as in
+        the ``ml3/*`` goal environments.
+    learned_loss : LearnedLoss
+        A policy loss from :func:`rl.meta_train_policy_loss` (``kind="features"``).
+    learning_rate : float or schedule, optional
+        Default: the loss's meta-training ``inner_lr``.
+    optimizer : {"sgd", "momentum", "adam"}, optional
+        Default: the loss's meta-training ``inner_optimizer``.
+    n_steps : int, optional
+        Steps per environment per update; default: the meta-training rollout
+        size divided by the number of environments.
+    batch_size : int, optional
+        Mini-batch size; default: the meta-training one.
+    n_epochs : int, optional
+        Passes over each rollout; default: the meta-training one.
+    max_grad_norm : float, optional
+        Clip the policy gradient norm (meta-training does not clip).
+    goal_dim : int, optional
+        Goal entries at the end of the observation; default from the loss.
+    stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device
+        As in Stable-Baselines3.
+
+    Attributes
+    ----------
+    learned_loss : LearnedLoss
+        This model's own copy of the loss (frozen); saved inside the zip.
+
+    Examples
+    --------
+    >>> import gymnasium as gym  # doctest: +SKIP
+    >>> from rl import ML3
+    >>> from sklearn_ml3 import LearnedLoss
+    >>> env = gym.make("ml3/ReacherGoal-v0", goal=[0.1, -0.1])  # doctest: +SKIP
+    >>> loss = LearnedLoss.load("reacher.ml3")  # doctest: +SKIP
+    >>> model = ML3("MlpPolicy", env, learned_loss=loss)  # doctest: +SKIP
+    >>> model.learn(total_timesteps=20_000, progress_bar=True)  # doctest: +SKIP
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": ML3Policy}
+
+    def __init__(
+        self,
+        policy: str | type[ML3Policy],
+        env: GymEnv | str,
+        learned_loss: LearnedLoss | None = None,
+        learning_rate: float | Any | None = None,
+        optimizer: str | None = None,
+        n_steps: int | None = None,
+        batch_size: int | None = None,
+        n_epochs: int | None = None,
+        max_grad_norm: float | None = None,
+        goal_dim: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        self._store_learned_loss(learned_loss, goal_dim)
+        info = {} if learned_loss is None else learned_loss.meta_info_
+        policy_info = info.get("policy", {})
+        if learned_loss is not None:
+            if not learned_loss.is_meta_trained:
+                warnings.warn("this LearnedLoss has not been meta-trained; it is a random "
+                              "function and will not train a useful policy", UserWarning,
+                              stacklevel=2)
+            elif not policy_info:
+                warnings.warn("this LearnedLoss was not meta-trained on policies "
+                              "(no meta_info_['policy']); ML3 falls back to default settings",
+                              UserWarning, stacklevel=2)
+        trained_lr = info.get("inner_lr", 1e-3)
+        if learning_rate is None:
+            learning_rate = trained_lr
+        elif isinstance(learning_rate, (int, float)) and learned_loss is not None and (
+                not 1 / 3 <= learning_rate / trained_lr <= 3):
+            warnings.warn(f"learning_rate {learning_rate} is far from the {trained_lr} the loss "
+                          "was meta-trained with", UserWarning, stacklevel=2)
+        self.optimizer_name = optimizer or info.get("inner_optimizer", "adam")
+        if self.optimizer_name not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, "
+                             f"got {self.optimizer_name!r}")
+        optimizer_class, optimizer_kwargs = _OPTIMIZERS[self.optimizer_name]
+        policy_kwargs = dict(policy_kwargs or {})
+        policy_kwargs.setdefault("optimizer_class", optimizer_class)
+        policy_kwargs.setdefault("optimizer_kwargs", dict(optimizer_kwargs))
+        if n_steps is None:
+            n_envs = getattr(env, "num_envs", 1) if not isinstance(env, str) else 1
+            n_steps = max(1, policy_info.get("rollout_steps", 512) // n_envs)
+        self.batch_size = int(batch_size or policy_info.get("batch_size", 64))
+        self.n_epochs = int(n_epochs or policy_info.get("n_epochs", 1))
+        if self.batch_size < 1 or self.n_epochs < 1:
+            raise ValueError("batch_size and n_epochs must be at least 1")
+        self.clip_grad_norm = max_grad_norm
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=int(n_steps),
+            # returns and advantages are computed by SB3 for logging only
+            gamma=0.99,
+            gae_lambda=1.0,
+            ent_coef=0.0,
+            vf_coef=0.0,
+            max_grad_norm=math.inf if max_grad_norm is None else max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box,),
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._setup_learned_loss()
+
+    def train(self) -> None:
+        """Mini-batch steps on the learned loss over the rollout buffer (no rewards)."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        losses = []
+        for _ in range(self.n_epochs):
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                distribution = self.policy.get_distribution(rollout_data.observations)
+                log_prob = distribution.log_prob(rollout_data.actions)
+                loss = self._learned_loss_value(rollout_data.observations,
+                                                rollout_data.actions, log_prob)
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                if self.clip_grad_norm is not None:
+                    th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip_grad_norm)
+                self.policy.optimizer.step()
+                losses.append(loss.item())
+            self._n_updates += 1
+        self.logger.record("train/learned_loss", float(np.mean(losses)))
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def learn(
+        self: SelfML3,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "ML3",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfML3:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+
+class LearnedLossPPO(_LearnedLossMixin, PPO):
+    """PPO with a learned loss term added to its objective.
+
+    The minimised loss is PPO's ``policy_loss + ent_coef * entropy_loss +
+    vf_coef * value_loss`` plus ``learned_loss_weight * M_phi(obs, action,
+    log pi(action | obs), goal)`` on the same mini-batch. The learned term
+    sees observations as the environment produced them (a ``VecNormalize``
+    wrapper is undone for it), like during meta-training.
+
+    Parameters
+    ----------
+    policy, env
+        As for :class:`stable_baselines3.PPO`.
+    learned_loss : LearnedLoss
+        A policy loss from :func:`rl.meta_train_policy_loss`.
+    learned_loss_weight : float, default=1.0
+        Weight of the learned term; 0 gives plain PPO.
+    goal_dim : int, optional
+        Goal entries at the end of the observation; default from the loss.
+    **kwargs
+        Any other :class:`~stable_baselines3.PPO` argument.
+    """
+
+    def __init__(self, policy, env, learned_loss: LearnedLoss | None = None,
+                 learned_loss_weight: float = 1.0, goal_dim: int | None = None,
+                 _init_setup_model: bool = True, **kwargs: Any):
+        self._store_learned_loss(learned_loss, goal_dim)
+        if learned_loss_weight < 0 or not math.isfinite(learned_loss_weight):
+            raise ValueError(f"learned_loss_weight must be finite and >= 0, "
+                             f"got {learned_loss_weight}")
+        self.learned_loss_weight = float(learned_loss_weight)
+        super().__init__(policy, env, _init_setup_model=False, **kwargs)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._setup_learned_loss()
+
+    def train(self) -> None:
+        """PPO's update (clipped surrogate, value, entropy) plus the weighted learned term."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        clip_range_vf = None
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)
+        logs: dict[str, list[float]] = {k: [] for k in (
+            "entropy_loss", "policy_gradient_loss", "value_loss", "learned_loss",
+            "approx_kl", "clip_fraction")}
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            for data in self.rollout_buffer.get(self.batch_size):
+                values, log_prob, entropy = self.policy.evaluate_actions(
+                    data.observations, data.actions)
+                values = values.flatten()
+                advantages = data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                ratio = th.exp(log_prob - data.old_log_prob)
+                policy_loss = -th.min(
+                    advantages * ratio,
+                    advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+                values_pred = values if clip_range_vf is None else data.old_values + th.clamp(
+                    values - data.old_values, -clip_range_vf, clip_range_vf)
+                value_loss = F.mse_loss(data.returns, values_pred)
+                entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
+                learned = self._learned_loss_value(data.observations, data.actions, log_prob)
+                loss = (policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                        + self.learned_loss_weight * learned)
+                with th.no_grad():
+                    log_ratio = log_prob - data.old_log_prob
+                    approx_kl = th.mean((th.exp(log_ratio) - 1) - log_ratio).item()
+                for key, value in (("entropy_loss", entropy_loss), ("value_loss", value_loss),
+                                   ("policy_gradient_loss", policy_loss),
+                                   ("learned_loss", learned)):
+                    logs[key].append(value.item())
+                logs["approx_kl"].append(approx_kl)
+                logs["clip_fraction"].append(
+                    th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: "
+                              f"{approx_kl:.2f}")
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+        for key, values in logs.items():
+            if values:
+                self.logger.record(f"train/{key}", float(np.mean(values)))
+        self.logger.record("train/explained_variance", explained_variance(
+            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()))
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+
+
+__all__ = ["ML3", "LearnedLossPPO"]
