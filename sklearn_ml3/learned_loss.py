@@ -397,13 +397,16 @@ class LearnedLoss:
         return {
             "config": self.get_config(),
             "meta_info": self.meta_info_,
-            "tensors": self._state_tensors(),
+            # numpy arrays pickle by content (torch tensors do not), so equal losses
+            # hash equal under joblib.hash, as scikit-learn's parameter checks need
+            "tensors": {k: v.numpy() for k, v in self._state_tensors().items()},
             "dtype": self.dtype,
             "random_state": self.random_state,
         }
 
     def __setstate__(self, state):
-        loaded = self._from_parts(state["config"], state["meta_info"], state["tensors"],
+        tensors = {k: torch.as_tensor(v) for k, v in state["tensors"].items()}
+        loaded = self._from_parts(state["config"], state["meta_info"], tensors,
                                   dtype=state["dtype"])
         self.__dict__.update(loaded.__dict__)
         self.random_state = state["random_state"]
