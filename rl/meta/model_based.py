@@ -1,0 +1,659 @@
+"""Model-based ML3: a loss for goal-reaching policies, meta-trained through a learned model.
+
+The loop of the paper (III-B.1), run by the one engine
+(:func:`sklearn_ml3.meta.meta_train`):
+
+1. collect transitions in the real environment and fit a
+   :class:`~rl.dynamics.DynamicsEnsemble`;
+2. meta-train: a deterministic policy ``pi_theta(s, g)`` takes an SGD step on
+   the learned loss ``M_phi``, which reads the policy's real-environment
+   state-action trajectory and the goal; the task loss is the final distance
+   to the goal of a rollout of the *updated* policy through the learned
+   model, differentiated through the model, the policy and the inner step
+   into ``phi``;
+3. every ``refit_every`` meta-iterations, add exploratory rollouts of the
+   current policies to the data and refit the model.
+
+At meta-test time (:func:`train_policy_with_loss`) the learned loss alone
+trains new policies on new goals, from real-environment rollouts; no
+dynamics model is needed. :func:`train_policy_with_model` is the baseline
+the paper compares with: gradient descent on the task loss through the
+learned model.
+
+The paper's meta-network "outputs a loss and a learning rate". Here the
+loss network has one (Softplus) output per time step: its scale *is* the
+step size, since an SGD step of size ``alpha`` on ``M_phi`` equals a step of
+size 1 on ``alpha * M_phi``, and meta-training is free to learn that scale
+per state, action and goal. The policy is trained with the fixed
+``inner_lr`` recorded on the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rl.dynamics import DynamicsEnsemble
+from sklearn_ml3 import LearnedLoss
+from sklearn_ml3._utils import build_seeded, seed_from
+from sklearn_ml3.meta import meta_train, torch_optimizer
+
+Params = dict[str, torch.Tensor]
+
+
+# ------------------------------------------------------------ environments
+@dataclass(frozen=True)
+class GoalEnvSpec:
+    """How model-based ML3 reads one goal environment.
+
+    Attributes
+    ----------
+    env_id : str
+        Gymnasium id.
+    state_dim, action_dim, goal_dim : int
+        Sizes of the modelled state, the action and the goal.
+    position : tuple of int
+        Indices of the state entries that must reach the goal.
+    horizon : int
+        Steps per rollout.
+    make_kwargs : dict
+        Keyword arguments of ``gymnasium.make``.
+    """
+
+    env_id: str
+    state_dim: int
+    action_dim: int
+    goal_dim: int
+    position: tuple[int, ...]
+    horizon: int
+    make_kwargs: dict
+
+    def state_from_obs(self, obs: np.ndarray) -> np.ndarray:
+        """The goal-free physical state in an observation."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if self.env_id == "ml3/ReacherGoal-v0":
+            # cos q, sin q, qd, and the fingertip (obs stores fingertip - goal, then goal)
+            return np.concatenate([obs[:6], obs[6:8] + obs[8:10]])
+        return obs[: self.state_dim]
+
+    def make(self) -> gym.Env:
+        return gym.make(self.env_id, **self.make_kwargs)
+
+    def sample_goals(self, n: int, rng, region: str) -> np.ndarray:
+        return self.make().unwrapped.sample_tasks(n, rng, region)
+
+
+ENV_SPECS = {
+    "ml3/PointmassGoal-v0": GoalEnvSpec(
+        "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), 30, {"init_noise": 0.0}),
+    "ml3/ReacherGoal-v0": GoalEnvSpec(
+        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), 50, {}),
+}
+#: Seed of every reset: the start state is the same in every rollout, and the
+#: model's rollouts start from it too.
+START_SEED = 0
+
+
+def env_spec(env_id: str) -> GoalEnvSpec:
+    """The :class:`GoalEnvSpec` of a supported environment id."""
+    if env_id not in ENV_SPECS:
+        raise ValueError(
+            f"model-based ML3 supports {sorted(ENV_SPECS)}, got {env_id!r}"
+        )
+    return ENV_SPECS[env_id]
+
+
+# ------------------------------------------------------------------ policy
+class GoalPolicy(nn.Module):
+    """Deterministic goal-conditioned policy ``a = bound * tanh(MLP(s, g, g - p))``.
+
+    ``p`` is the part of the state that must reach the goal; giving the
+    offset ``g - p`` explicitly helps the policy (and the loss) carry over to
+    goals in regions not seen during meta-training.
+    """
+
+    def __init__(self, spec: GoalEnvSpec, hidden_layer_sizes: Sequence[int] = (32, 32),
+                 action_bound: float = 1.0) -> None:
+        super().__init__()
+        self.position = list(spec.position)
+        self.action_bound = float(action_bound)
+        layers: list[nn.Module] = []
+        width = spec.state_dim + 2 * spec.goal_dim
+        for size in hidden_layer_sizes:
+            layers += [nn.Linear(width, int(size)), nn.Tanh()]
+            width = int(size)
+        layers.append(nn.Linear(width, spec.action_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return self.act(dict(self.named_parameters()), state, goal)
+
+    def act(self, params: Params, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The policy with parameters ``params`` (a functional call, without module overhead)."""
+        goal = goal.expand(*state.shape[:-1], goal.shape[-1])
+        x = torch.cat([state, goal, goal - state[..., self.position]], -1)
+        n_layers = len(self.net) // 2 + 1
+        for i in range(n_layers):
+            x = nn.functional.linear(x, params[f"net.{2 * i}.weight"], params[f"net.{2 * i}.bias"])
+            x = torch.tanh(x)  # hidden activation, and the bounded output
+        return self.action_bound * x
+
+
+def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor,
+                  goal: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-time-step inputs of the learned loss: ``(state, action, goal, goal - position)``."""
+    goal = goal.expand(len(states), goal.shape[-1])
+    return states, actions, goal, goal - states[:, list(spec.position)]
+
+
+def n_loss_inputs(spec: GoalEnvSpec) -> int:
+    """Number of features per row that :func:`loss_features` produces."""
+    return spec.state_dim + spec.action_dim + 2 * spec.goal_dim
+
+
+# ----------------------------------------------------------------- rollouts
+class _Rollouts:
+    """Real-environment and model rollouts of a policy given as ``(module, params)``."""
+
+    def __init__(self, spec: GoalEnvSpec, policy: GoalPolicy):
+        self.spec = spec
+        self.policy = policy
+        self.env = spec.make()
+        obs, _ = self.env.reset(seed=START_SEED)
+        self.start_state = torch.as_tensor(spec.state_from_obs(obs), dtype=torch.float32)
+
+    def act(self, params: Params, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return self.policy.act(params, state, goal)
+
+    @torch.no_grad()
+    def real(self, params: Params, goal: np.ndarray, noise: float = 0.0,
+             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """Roll out in the real env; returns states (T+1, S), actions (T, A), final distance."""
+        spec = self.spec
+        self.env.unwrapped.set_task(goal)
+        obs, _ = self.env.reset(seed=START_SEED)
+        goal_t = torch.as_tensor(goal, dtype=torch.float32)
+        params = {k: v.detach() for k, v in params.items()}
+        states, actions = [spec.state_from_obs(obs)], []
+        distance = float("nan")
+        for _ in range(spec.horizon):
+            state = torch.as_tensor(states[-1], dtype=torch.float32)
+            action = self.act(params, state, goal_t).numpy().astype(np.float64)
+            if noise > 0:
+                action = np.clip(action + noise * rng.standard_normal(action.shape), -1.0, 1.0)
+            obs, _, terminated, truncated, info = self.env.step(action.astype(np.float32))
+            states.append(spec.state_from_obs(obs))
+            actions.append(action)
+            distance = float(info["distance"])
+            if terminated or truncated:
+                break
+        return np.asarray(states), np.asarray(actions), distance
+
+    def model(self, params: Params, goal: torch.Tensor, dynamics: DynamicsEnsemble,
+              member: int | None = None) -> torch.Tensor:
+        """Differentiable final distance to ``goal`` of a rollout through ``dynamics``."""
+        state = self.start_state
+        for _ in range(self.spec.horizon):
+            state = dynamics(state, self.act(params, state, goal), member=member)
+        offset = state[list(self.spec.position)] - goal
+        return torch.sqrt((offset**2).sum() + 1e-8)
+
+
+# ------------------------------------------------------------------ problem
+class ModelBasedProblem:
+    """Goal reaching through a learned dynamics model, as a :class:`~sklearn_ml3.meta.MetaProblem`.
+
+    A task is a goal. The optimizee is a :class:`GoalPolicy`; the learned
+    loss reads :func:`loss_features` of its real-environment trajectory; the
+    task loss is the final distance to the goal of a rollout of the updated
+    policy through ``dynamics``. Every real rollout is stored as model data;
+    :meth:`refit` adds exploratory rollouts and refits the model.
+
+    Parameters
+    ----------
+    env_id : str
+        ``"ml3/PointmassGoal-v0"`` or ``"ml3/ReacherGoal-v0"``.
+    goals : array-like of shape (n_goals, goal_dim)
+        Meta-training goals.
+    dynamics : DynamicsEnsemble
+        The learned model (fitted in place by :meth:`refit`).
+    policy_hidden : sequence of int, default=(32, 32)
+    model_member : {"mean", "random"}, default="mean"
+        Roll the task loss out through the ensemble mean or one random member
+        per task loss.
+    max_transitions : int, default=50_000
+        Size of the model's data buffer (oldest transitions are dropped).
+    random_state : int or None
+        Seeds exploration noise and random member choices.
+    """
+
+    vectorizable = False
+
+    def __init__(self, env_id: str, goals, dynamics: DynamicsEnsemble,
+                 policy_hidden: Sequence[int] = (32, 32), model_member: str = "mean",
+                 max_transitions: int = 50_000, random_state=None) -> None:
+        self.spec = env_spec(env_id)
+        goals = np.asarray(goals, dtype=np.float64)
+        if goals.ndim != 2 or goals.shape[1] != self.spec.goal_dim or len(goals) == 0:
+            raise ValueError(
+                f"goals must have shape (n_goals, {self.spec.goal_dim}), got {goals.shape}"
+            )
+        if model_member not in ("mean", "random"):
+            raise ValueError(f"model_member must be 'mean' or 'random', got {model_member!r}")
+        if (dynamics.state_dim, dynamics.action_dim) != (self.spec.state_dim,
+                                                          self.spec.action_dim):
+            raise ValueError(
+                f"{env_id} needs a dynamics model of state_dim {self.spec.state_dim} and "
+                f"action_dim {self.spec.action_dim}, got {dynamics.state_dim} and "
+                f"{dynamics.action_dim}"
+            )
+        for goal in goals:
+            self.spec.make().unwrapped.validate_goal(goal)
+        self.goals = goals
+        self.dynamics = dynamics
+        self.policy_hidden = tuple(int(h) for h in policy_hidden)
+        self.model_member = model_member
+        self.max_transitions = int(max_transitions)
+        self.rng = np.random.default_rng(seed_from(random_state))
+        self.policy = GoalPolicy(self.spec, self.policy_hidden)
+        self.rollouts = _Rollouts(self.spec, self.policy)
+        self._data: list[tuple[np.ndarray, np.ndarray]] = []  # (states, actions) per rollout
+        self._recent: dict[tuple[float, ...], tuple[np.ndarray, Params]] = {}
+
+    # ------------------------------------------------------------ model data
+    def record(self, states: np.ndarray, actions: np.ndarray) -> None:
+        """Add one rollout's transitions to the model data."""
+        self._data.append((states, actions))
+        while sum(len(a) for _, a in self._data) > self.max_transitions:
+            self._data.pop(0)
+
+    def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All stored ``(states, actions, next_states)``."""
+        s = np.concatenate([s[:-1] for s, _ in self._data])
+        a = np.concatenate([a for _, a in self._data])
+        s_next = np.concatenate([s[1:] for s, _ in self._data])
+        return s, a, s_next
+
+    def collect_random(self, n_episodes: int, params: Params | None = None,
+                       noise: float = 1.0) -> None:
+        """Record ``n_episodes`` exploratory rollouts on random meta-training goals.
+
+        With ``params=None`` a fresh random policy is drawn per episode;
+        actions get Gaussian noise of scale ``noise``.
+        """
+        for _ in range(int(n_episodes)):
+            goal = self.goals[self.rng.integers(len(self.goals))]
+            p = params if params is not None else self.init_params(
+                None, int(self.rng.integers(2**31 - 1)))
+            states, actions, _ = self.rollouts.real(p, goal, noise, self.rng)
+            self.record(states, actions)
+
+    def refit(self, n_epochs: int = 20, n_explore: int = 4, noise: float = 0.3) -> None:
+        """Collect noisy rollouts of the most recent policies, then refit the model."""
+        recent = list(self._recent.values())[-int(n_explore):] if n_explore else []
+        for goal, params in recent:
+            states, actions, _ = self.rollouts.real(params, goal, noise, self.rng)
+            self.record(states, actions)
+        self.dynamics.fit(*self.transitions(), n_epochs=n_epochs)
+
+    # ------------------------------------------------------------ MetaProblem
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        idx = rng.integers(len(self.goals), size=n)
+        return [torch.as_tensor(self.goals[i], dtype=torch.float32) for i in idx]
+
+    def init_params(self, task: Any, seed: int) -> Params:
+        module = build_seeded(lambda: GoalPolicy(self.spec, self.policy_hidden), seed)
+        return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+    def loss_inputs(self, params: Params, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        goal = task.numpy().astype(np.float64)
+        states, actions, _ = self.rollouts.real(params, goal)
+        self.record(states, actions)
+        self._recent[tuple(goal)] = (goal, {k: v.detach() for k, v in params.items()})
+        states_t = torch.as_tensor(states[:-1], dtype=torch.float32)
+        # the same actions as in the rollout, now differentiable w.r.t. params
+        actions_t = self.rollouts.act(params, states_t, task)
+        return loss_features(self.spec, states_t, actions_t, task)
+
+    def task_loss(self, params: Params, task: torch.Tensor) -> torch.Tensor:
+        member = None
+        if self.model_member == "random":
+            member = int(self.rng.integers(self.dynamics.n_members))
+        return self.rollouts.model(params, task, self.dynamics, member)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": "model_based_rl",
+            "env_id": self.spec.env_id,
+            "horizon": self.spec.horizon,
+            "n_goals": len(self.goals),
+            "goals": self.goals.tolist(),
+            "model_member": self.model_member,
+            "dynamics": self.dynamics.describe(),
+        }
+
+
+# ----------------------------------------------------------- meta-training
+def meta_train_model_based_loss(
+    env_id: str,
+    goals=None,
+    *,
+    n_goals: int = 10,
+    n_meta_iter: int = 300,
+    inner_steps: int = 20,
+    tasks_per_iter: int = 2,
+    inner_lr: float = 1e-2,
+    meta_lr: float = 1e-3,
+    loss_hidden: Sequence[int] = (40, 40),
+    policy_hidden: Sequence[int] = (32, 32),
+    dynamics: DynamicsEnsemble | None = None,
+    n_random_episodes: int = 20,
+    refit_every: int = 25,
+    refit_epochs: int = 20,
+    initial_epochs: int = 100,
+    model_member: str = "mean",
+    grad_clip: float | None = 10.0,
+    random_state=0,
+    verbose: int = 1,
+) -> LearnedLoss:
+    """Meta-train a loss for goal-reaching policies through a learned dynamics model.
+
+    Parameters
+    ----------
+    env_id : {"ml3/PointmassGoal-v0", "ml3/ReacherGoal-v0"}
+    goals : array-like of shape (n_goals, 2), optional
+        Meta-training goals; by default ``n_goals`` goals in the right
+        half-plane (``region="right"`` of the env's ``sample_tasks``).
+    n_goals : int, default=10
+        Number of default goals.
+    n_meta_iter : int, default=300
+        Updates of the loss network.
+    inner_steps : int, default=20
+        Policy updates before a policy is re-initialised (the paper's M).
+    tasks_per_iter : int, default=2
+        Goals per meta-gradient.
+    inner_lr : float, default=1e-2
+        SGD step size of the policy updates (also used at meta-test).
+    meta_lr : float, default=1e-3
+        Adam step size of the loss network.
+    loss_hidden, policy_hidden : sequence of int
+        Hidden widths of the loss network and of the policy.
+    dynamics : DynamicsEnsemble, optional
+        The model to learn (fitted in place, so the caller keeps it, e.g. for
+        :func:`train_policy_with_model`); a 5-member (64, 64) ensemble by default.
+    n_random_episodes : int, default=20
+        Exploratory episodes (random policies, noisy actions) before the first fit.
+    refit_every : int, default=25
+        Meta-iterations between model refits (each adds noisy rollouts of the
+        current policies to the data).
+    refit_epochs, initial_epochs : int
+        Epochs of each refit and of the first fit.
+    model_member : {"mean", "random"}, default="mean"
+        Which model the task loss rolls out through.
+    grad_clip : float or None, default=10.0
+        Clip of the meta-gradient norm.
+    random_state : int, default=0
+        Seeds goals, loss and model initialisation, policy initialisations and
+        exploration.
+    verbose : int, default=1
+
+    Returns
+    -------
+    loss : LearnedLoss
+        ``kind="features"``, reading :func:`loss_features` rows. Its
+        ``meta_info_`` records the engine options, the problem and
+        ``meta_info_["policy"]`` (architecture, env, horizon) which
+        :func:`train_policy_with_loss` uses.
+    """
+    spec = env_spec(env_id)
+    seed = seed_from(random_state)
+    rng = np.random.default_rng(seed)
+    if goals is None:
+        goals = spec.sample_goals(int(n_goals), rng, "right")
+    if dynamics is None:
+        dynamics = DynamicsEnsemble(spec.state_dim, spec.action_dim,
+                                    random_state=int(rng.integers(2**31 - 1)))
+    problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden, model_member,
+                                random_state=int(rng.integers(2**31 - 1)))
+    problem.collect_random(n_random_episodes)
+    dynamics.fit(*problem.transitions(), n_epochs=initial_epochs)
+    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec),
+                       hidden_layer_sizes=loss_hidden, output="softplus",
+                       random_state=int(rng.integers(2**31 - 1)))
+
+    def refit(iteration: int, _value: float) -> None:
+        if refit_every and (iteration + 1) % refit_every == 0 and iteration + 1 < n_meta_iter:
+            problem.refit(n_epochs=refit_epochs)
+
+    meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=inner_steps,
+               tasks_per_iter=tasks_per_iter, inner_optimizer="sgd", inner_lr=inner_lr,
+               meta_lr=meta_lr, grad_clip=grad_clip, vectorize=False,
+               random_state=int(rng.integers(2**31 - 1)), verbose=verbose, callback=refit)
+    loss.meta_info_["policy"] = {
+        "env_id": env_id, "hidden_layer_sizes": list(problem.policy_hidden),
+        "horizon": spec.horizon, "features": "state, action, goal, goal - position",
+    }
+    loss.meta_info_["dynamics"] = dynamics.describe()
+    return loss
+
+
+# ---------------------------------------------------------------- meta-test
+def _as_goals(spec: GoalEnvSpec, goal) -> tuple[np.ndarray, bool]:
+    """Validated goals as ``(n_goals, goal_dim)`` and whether a single goal was given."""
+    goals = np.asarray(goal, dtype=np.float64)
+    single = goals.ndim == 1
+    goals = np.atleast_2d(goals)
+    if goals.ndim != 2 or len(goals) == 0:
+        raise ValueError(f"goal must have shape ({spec.goal_dim},) or (n_goals, "
+                         f"{spec.goal_dim}), got {np.shape(goal)}")
+    env = spec.make().unwrapped
+    return np.stack([env.validate_goal(g) for g in goals]), single
+
+
+def _stacked_policies(spec: GoalEnvSpec, hidden: Sequence[int], n: int,
+                      random_state) -> Params:
+    """Parameters of ``n`` fresh policies stacked along a leading axis (leaf tensors)."""
+    rng = np.random.default_rng(seed_from(random_state))
+    seeds = rng.integers(0, 2**31 - 1, size=n)
+    modules = [build_seeded(lambda: GoalPolicy(spec, hidden), int(s)) for s in seeds]
+    return {name: torch.stack([dict(m.named_parameters())[name].detach() for m in modules])
+            .requires_grad_() for name, _ in modules[0].named_parameters()}
+
+
+def _unstack(params: Params, i: int) -> Params:
+    return {k: v[i].detach() for k, v in params.items()}
+
+
+def _train_policies(spec, goals, single, n_updates, lr, hidden, random_state, eval_every,
+                    objective):
+    """SGD on ``objective(params, rollouts, goals_t, real_states)`` for one policy per goal.
+
+    ``real_states`` is the list of real-environment trajectories of the
+    current policies when the objective needs them, else None. Returns the
+    final parameters and the real-environment final distances.
+    """
+    if n_updates < 0 or eval_every < 1:
+        raise ValueError(f"n_updates must be >= 0 and eval_every >= 1, got {n_updates}, "
+                         f"{eval_every}")
+    rollouts = _Rollouts(spec, GoalPolicy(spec, hidden))
+    params = _stacked_policies(spec, hidden, len(goals), random_state)
+    goals_t = torch.as_tensor(goals, dtype=torch.float32)
+    optimizer = torch_optimizer("sgd", list(params.values()), lr)
+    distances, steps = [], []
+    for step in range(int(n_updates) + 1):
+        real = None
+        if objective.needs_real or step % eval_every == 0 or step == n_updates:
+            real = [rollouts.real(_unstack(params, i), g) for i, g in enumerate(goals)]
+        if step % eval_every == 0 or step == n_updates:
+            distances.append([r[2] for r in real])
+            steps.append(step)
+        if step == n_updates:
+            break
+        value = objective(params, rollouts, goals_t, real)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+    distances = np.asarray(distances).T  # (n_goals, n_evaluations)
+    params = {k: v.detach() for k, v in params.items()}
+    if single:
+        return _unstack(params, 0), distances[0], np.asarray(steps)
+    return params, distances, np.asarray(steps)
+
+
+class _LearnedLossObjective:
+    needs_real = True
+
+    def __init__(self, loss: LearnedLoss, spec: GoalEnvSpec):
+        self.loss, self.spec = loss, spec
+
+    def __call__(self, params, rollouts, goals_t, real):
+        states = torch.as_tensor(np.stack([r[0][:-1] for r in real]), dtype=torch.float32)
+
+        def one(p, s, g):
+            return self.loss(*loss_features(self.spec, s, rollouts.act(p, s, g), g))
+
+        return torch.func.vmap(one)(params, states, goals_t).sum()
+
+
+class _ModelObjective:
+    needs_real = False
+
+    def __init__(self, dynamics: DynamicsEnsemble):
+        self.dynamics = copy.deepcopy(dynamics).requires_grad_(False)
+
+    def __call__(self, params, rollouts, goals_t, real):
+        one = lambda p, g: rollouts.model(p, g, self.dynamics)  # noqa: E731
+        return torch.func.vmap(one)(params, goals_t).sum()
+
+
+def train_policy_with_loss(
+    loss: LearnedLoss,
+    env_id: str,
+    goal,
+    n_updates: int = 50,
+    *,
+    lr: float | None = None,
+    policy_hidden: Sequence[int] | None = None,
+    eval_every: int = 1,
+    random_state=0,
+) -> tuple[Params, np.ndarray]:
+    """Train fresh policies to reach goals with the learned loss alone (meta-test).
+
+    Each update rolls every policy out in the real environment, evaluates the
+    learned loss on its trajectory and takes one SGD step. No dynamics model
+    and no task loss are used. Several goals are trained together, one
+    independent policy each.
+
+    Parameters
+    ----------
+    loss : LearnedLoss
+        A loss from :func:`meta_train_model_based_loss`.
+    env_id : str
+        Environment (normally the one the loss was meta-trained on).
+    goal : array-like of shape (2,) or (n_goals, 2)
+    n_updates : int, default=50
+    lr : float, optional
+        SGD step size; by default the ``inner_lr`` of meta-training.
+    policy_hidden : sequence of int, optional
+        Policy architecture; by default the meta-training one.
+    eval_every : int, default=1
+        Record the distance every ``eval_every`` updates (and after the last).
+    random_state : int, default=0
+        Seeds the policy initialisations.
+
+    Returns
+    -------
+    params : dict of str to Tensor
+        The trained policy's parameters (for :class:`GoalPolicy`; stacked
+        along a leading goal axis when several goals were given).
+    distances : ndarray of shape (n_evaluations,) or (n_goals, n_evaluations)
+        Real-environment final distance to the goal before update 0, every
+        ``eval_every`` updates, and after the last update (``n_updates + 1``
+        values with the default ``eval_every=1``).
+
+    Examples
+    --------
+    >>> env_id = "ml3/PointmassGoal-v0"
+    >>> loss = meta_train_model_based_loss(env_id)  # doctest: +SKIP
+    >>> params, dist = train_policy_with_loss(loss, env_id, [-1.0, 0.0])  # doctest: +SKIP
+    """
+    spec = env_spec(env_id)
+    info = loss.meta_info_.get("policy")
+    if loss.kind != "features" or loss.n_inputs != n_loss_inputs(spec):
+        raise ValueError(
+            f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; a model-based "
+            f"loss for {env_id} reads {n_loss_inputs(spec)} (state, action, goal, offset)"
+        )
+    if info is not None and info.get("env_id") != env_id:
+        warnings.warn(f"the loss was meta-trained on {info['env_id']}, used on {env_id}",
+                      stacklevel=2)
+    if lr is None:
+        if "inner_lr" not in loss.meta_info_:
+            raise ValueError("the loss has no recorded inner_lr; pass lr")
+        lr = float(loss.meta_info_["inner_lr"])
+    if policy_hidden is None:
+        policy_hidden = info["hidden_layer_sizes"] if info else (32, 32)
+    goals, single = _as_goals(spec, goal)
+    params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
+                                           random_state, eval_every,
+                                           _LearnedLossObjective(loss, spec))
+    return params, distances
+
+
+def train_policy_with_model(
+    dynamics: DynamicsEnsemble,
+    env_id: str,
+    goal,
+    n_updates: int = 50,
+    *,
+    lr: float = 1e-2,
+    policy_hidden: Sequence[int] = (32, 32),
+    eval_every: int = 1,
+    random_state=0,
+) -> tuple[Params, np.ndarray]:
+    """Baseline: SGD on the task loss (final distance) through a dynamics model.
+
+    Parameters and returns as :func:`train_policy_with_loss` (same policy
+    initialisations for the same ``random_state``); the distances are
+    measured in the real environment. ``dynamics`` is any module mapping
+    ``(state, action)`` to the next state with a ``member=`` keyword, e.g. the
+    :class:`~rl.dynamics.DynamicsEnsemble` learned during meta-training.
+    """
+    spec = env_spec(env_id)
+    goals, single = _as_goals(spec, goal)
+    params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
+                                           random_state, eval_every, _ModelObjective(dynamics))
+    return params, distances
+
+
+def policy_trajectory(params: Params, env_id: str, goal,
+                      policy_hidden: Sequence[int] = (32, 32)) -> np.ndarray:
+    """Real-environment positions ``(T+1, 2)`` of one trained :class:`GoalPolicy` (for plots)."""
+    spec = env_spec(env_id)
+    goals, _ = _as_goals(spec, goal)
+    rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden))
+    states, _, _ = rollouts.real(params, goals[0])
+    return states[:, list(spec.position)]
+
+
+__all__ = [
+    "ENV_SPECS",
+    "GoalEnvSpec",
+    "GoalPolicy",
+    "ModelBasedProblem",
+    "env_spec",
+    "loss_features",
+    "meta_train_model_based_loss",
+    "n_loss_inputs",
+    "policy_trajectory",
+    "train_policy_with_loss",
+    "train_policy_with_model",
+]
