@@ -1,0 +1,280 @@
+"""Tests of the ml3/* goal environments, their torch twins and the arm models."""
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import rl  # noqa: F401  (registers the environments)
+from rl.envs import (
+    ENV_IDS,
+    AntGoalEnv,
+    ArmModel,
+    MountainCarGoalEnv,
+    PointmassGoalEnv,
+    ReacherGoalEnv,
+    arm2_params,
+    arm2_step,
+    mountain_car_step,
+    planar_arm_bias,
+    planar_arm_mass_matrix,
+    pointmass_step,
+    reacher_fingertip,
+    reacher_step,
+    sample_trajectories,
+)
+
+ENV_CLASSES = {
+    "ml3/PointmassGoal-v0": PointmassGoalEnv,
+    "ml3/MountainCarGoal-v0": MountainCarGoalEnv,
+    "ml3/ReacherGoal-v0": ReacherGoalEnv,
+    "ml3/AntGoal-v0": AntGoalEnv,
+}
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_env_passes_gymnasium_and_sb3_checkers(env_id):
+    gym_check_env(gym.make(env_id).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(env_id).unwrapped, warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_seeded_rollouts_are_reproducible(env_id):
+    def rollout():
+        env = gym.make(env_id)
+        env.action_space.seed(0)
+        obs, _ = env.reset(seed=123)
+        out = [obs]
+        for _ in range(5):
+            out.append(env.step(env.action_space.sample())[0])
+        return np.stack(out)
+
+    np.testing.assert_array_equal(rollout(), rollout())
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_goal_is_last_in_observation_and_persists_across_resets(env_id):
+    cls = ENV_CLASSES[env_id]
+    goals = cls.sample_tasks(2, rng=0)
+    env = gym.make(env_id, goal=goals[0])
+    obs, info = env.reset(seed=0)
+    np.testing.assert_allclose(obs[-cls.goal_dim :], goals[0], rtol=1e-6)
+    env.unwrapped.set_task(goals[1])
+    obs, _ = env.reset()
+    np.testing.assert_allclose(obs[-cls.goal_dim :], goals[1], rtol=1e-6)
+    obs, _ = env.reset(options={"goal": goals[0]})
+    np.testing.assert_allclose(env.unwrapped.goal, goals[0])
+    obs, *_ = env.step(env.action_space.sample())
+    np.testing.assert_allclose(obs[-cls.goal_dim :], goals[0], rtol=1e-6)
+
+
+def test_goal_survives_vecenv_auto_reset():
+    venv = DummyVecEnv([lambda: gym.make("ml3/PointmassGoal-v0")])
+    venv.env_method("set_task", np.array([-1.0, 0.5]))
+    venv.reset()
+    for _ in range(PointmassGoalEnv().horizon + 3):  # crosses one auto-reset
+        obs, _, dones, _ = venv.step(np.zeros((1, 2), dtype=np.float32))
+    np.testing.assert_allclose(obs[0, -2:], [-1.0, 0.5])
+
+
+@pytest.mark.parametrize("cls", list(ENV_CLASSES.values()))
+def test_sample_tasks_regions_are_disjoint_valid_and_seeded(cls):
+    right = cls.sample_tasks(50, rng=1, region="right")
+    left = cls.sample_tasks(50, rng=1, region="left")
+    assert right.shape == left.shape == (50, cls.goal_dim)
+    assert np.all(right[:, 0] > 0) and np.all(left[:, 0] < 0) or cls is MountainCarGoalEnv
+    assert right[:, 0].min() > left[:, 0].max()
+    for g in np.concatenate([right, left, cls.sample_tasks(20, 2)]):
+        cls.validate_goal(g)
+    np.testing.assert_array_equal(cls.sample_tasks(5, 7), cls.sample_tasks(5, 7))
+    with pytest.raises(ValueError, match="region"):
+        cls.sample_tasks(3, 0, region="top")
+
+
+@pytest.mark.parametrize(
+    "cls, bad, match",
+    [
+        (PointmassGoalEnv, [1.0, 2.0, 3.0], r"shape \(2,\)"),
+        (PointmassGoalEnv, [np.nan, 0.0], "finite"),
+        (PointmassGoalEnv, [5.0, 0.0], r"\[-2.0, 2.0\]"),
+        (PointmassGoalEnv, "left", "numeric"),
+        (MountainCarGoalEnv, [0.1, 0.2], r"shape \(1,\)"),
+        (MountainCarGoalEnv, 0.9, r"\[-1.2, 0.6\]"),
+        (ReacherGoalEnv, [0.3, 0.0], "within reach"),
+        (ReacherGoalEnv, [[0.1, 0.1]], r"shape \(2,\)"),
+        (AntGoalEnv, [np.inf, 0.0], "finite"),
+        (AntGoalEnv, [20.0, 0.0], "<= 10"),
+    ],
+)
+def test_bad_goals_raise_clear_value_error(cls, bad, match):
+    with pytest.raises(ValueError, match=match):
+        cls.validate_goal(bad)
+
+
+def test_bad_goal_rejected_by_constructor_set_task_and_reset():
+    with pytest.raises(ValueError, match="shape"):
+        PointmassGoalEnv(goal=[1.0])
+    env = PointmassGoalEnv()
+    with pytest.raises(ValueError, match="finite"):
+        env.set_task([np.nan, 1.0])
+    with pytest.raises(ValueError, match=r"\[-2.0, 2.0\]"):
+        env.reset(options={"goal": [3.0, 0.0]})
+    np.testing.assert_array_equal(env.goal, [1.0, 0.0])  # unchanged by the failures
+
+
+def test_pointmass_env_and_torch_twin_agree_step_by_step():
+    env = PointmassGoalEnv(goal=[0.5, -1.0])
+    env.reset(seed=3)
+    state = torch.tensor(env.state)
+    rng = np.random.default_rng(0)
+    for _ in range(env.horizon):
+        action = rng.uniform(-1.5, 1.5, size=2)  # also outside the box: both clip
+        _, reward, _, _, info = env.step(action)
+        state = pointmass_step(state, torch.tensor(action))
+        np.testing.assert_allclose(env.state, state.numpy(), atol=1e-12)
+        assert reward == pytest.approx(-np.linalg.norm(state[:2].numpy() - env.goal))
+
+
+def test_pointmass_step_is_batched_and_differentiable():
+    state = torch.zeros(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    action = torch.full((3, 5, 2), 0.5, dtype=torch.float64, requires_grad=True)
+    nxt = pointmass_step(state, action)
+    assert nxt.shape == (3, 5, 4)
+    nxt[..., 0].sum().backward()
+    torch.testing.assert_close(action.grad[..., 0], torch.full((3, 5), 0.01, dtype=torch.float64))
+
+
+def test_mountain_car_twin_matches_gymnasium_mountain_car_continuous():
+    ref = gym.make("MountainCarContinuous-v0").unwrapped
+    ref.reset(seed=0)
+    env = MountainCarGoalEnv()
+    env.reset(seed=0)
+    ref.state = env.state.astype(np.float32)
+    state = torch.tensor(env.state)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        action = rng.uniform(-1, 1, size=1)
+        ref.step(action.astype(np.float32))
+        env.step(action)
+        state = mountain_car_step(state, torch.tensor(action))
+        np.testing.assert_allclose(env.state, state.numpy(), atol=1e-12)
+        np.testing.assert_allclose(env.state, ref.state, atol=1e-5)
+
+
+def test_mountain_car_step_is_differentiable_through_a_rollout():
+    actions = torch.zeros(50, 1, dtype=torch.float64, requires_grad=True)
+    state = torch.tensor([-0.5, 0.0], dtype=torch.float64)
+    for a in actions:
+        state = mountain_car_step(state, a)
+    state[0].backward()
+    assert torch.isfinite(actions.grad).all() and actions.grad.abs().sum() > 0
+
+
+def test_reacher_torch_twin_matches_mujoco_and_fingertip():
+    env = ReacherGoalEnv(goal=[0.1, -0.1])
+    env.reset(seed=0)
+    state = torch.tensor(np.r_[env.data.qpos[:2], env.data.qvel[:2]])
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        action = 0.3 * rng.uniform(-1, 1, size=2)
+        obs, reward, *_ = env.step(action)
+        state = reacher_step(state, torch.tensor(action))
+        np.testing.assert_allclose(env.data.qpos[:2], state[:2].numpy(), atol=1e-9)
+        np.testing.assert_allclose(env.data.qvel[:2], state[2:].numpy(), atol=1e-9)
+    assert reward == pytest.approx(-np.linalg.norm(env.fingertip() - env.goal))
+    # Kinematics at the same joint angles (env.fingertip() lags: it is MuJoCo's xpos
+    # from the last RK4 stage, about 1e-6 from the final state).
+    data = mujoco.MjData(env.model)
+    for q in rng.uniform(-3, 3, size=(10, 2)):
+        data.qpos[:2] = q
+        mujoco.mj_kinematics(env.model, data)
+        tip = reacher_fingertip(torch.tensor(q)).numpy()
+        np.testing.assert_allclose(data.body("fingertip").xpos[:2], tip, atol=1e-12)
+
+
+def test_ant_goal_reward_is_distance_plus_survive_and_costs():
+    env = AntGoalEnv(goal=[1.0, 1.0])
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    expected = -info["distance"] + info["reward_survive"] + info["reward_ctrl"]
+    assert reward == pytest.approx(expected + info["reward_contact"])
+    assert info["distance"] == pytest.approx(np.linalg.norm(env.data.qpos[:2] - [1.0, 1.0]))
+
+
+@pytest.mark.parametrize("cls", [PointmassGoalEnv, MountainCarGoalEnv])
+def test_torch_envs_render_rgb_arrays(cls):
+    env = cls(render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert len(np.unique(frame.reshape(-1, 3), axis=0)) >= 3
+
+
+@pytest.mark.parametrize("name", ["arm2", "arm7"])
+def test_inverse_dynamics_equals_mass_matrix_times_qdd_plus_bias(name):
+    arm = ArmModel(name)
+    data = sample_trajectories(arm, n_traj=3, n_steps=40, rng=0)
+    n = arm.n_joints
+    q, qd, qdd = (data[k].reshape(-1, n) for k in ("q", "qd", "qdd"))
+    mass = arm.mass_matrix(q)
+    tau = arm.inverse_dynamics(q, qd, qdd)
+    np.testing.assert_allclose(data["tau"].reshape(-1, n), tau)
+    np.testing.assert_allclose(data["M"].reshape(-1, n, n), mass)
+    np.testing.assert_allclose(
+        np.einsum("bij,bj->bi", mass, qdd) + arm.bias_forces(q, qd), tau, atol=1e-9
+    )
+    np.testing.assert_allclose(mass, mass.transpose(0, 2, 1))
+    assert np.linalg.eigvalsh(mass).min() > 0
+    assert np.all(q >= arm.joint_range[:, 0]) and np.all(q <= arm.joint_range[:, 1])
+    assert np.abs(mass - np.diag(np.diag(mass[0]))).max() > 1e-3  # coupled, not armature-only
+
+
+def test_sample_trajectories_derivatives_are_consistent():
+    data = sample_trajectories("arm2", n_traj=2, n_steps=200, rng=1, dt=0.005)
+    dq = np.gradient(data["q"], 0.005, axis=1)
+    np.testing.assert_allclose(dq[:, 1:-1], data["qd"][:, 1:-1], atol=1e-3)
+    ddq = np.gradient(data["qd"], 0.005, axis=1)
+    np.testing.assert_allclose(ddq[:, 1:-1], data["qdd"][:, 1:-1], atol=1e-2)
+
+
+def test_arm_model_rejects_bad_input():
+    arm = ArmModel("arm2")
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        arm.mass_matrix(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="same N"):
+        arm.inverse_dynamics(np.zeros((2, 2)), np.zeros((3, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="arm2"):
+        ArmModel("arm3")
+
+
+def test_planar_arm_twin_matches_arm2_mjcf():
+    arm = ArmModel("arm2")
+    params = arm2_params()
+    rng = np.random.default_rng(0)
+    q, qd = rng.uniform(-2.5, 2.5, (20, 2)), rng.normal(0, 2, (20, 2))
+    np.testing.assert_allclose(
+        planar_arm_mass_matrix(torch.tensor(q), params).numpy(), arm.mass_matrix(q), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        planar_arm_bias(torch.tensor(q), torch.tensor(qd), params).numpy(),
+        arm.bias_forces(q, qd),
+        atol=1e-12,
+    )
+
+
+def test_arm2_step_matches_mujoco_simulation():
+    arm = ArmModel("arm2")  # constraints disabled: the twin has no joint limits
+    m, d = arm.model, mujoco.MjData(arm.model)
+    d.qpos[:] = [0.3, -0.5]
+    state = torch.tensor([0.3, -0.5, 0.0, 0.0])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        action = rng.uniform(-1, 1, size=2)
+        d.ctrl[:] = action
+        mujoco.mj_step(m, d)
+        state = arm2_step(state, torch.tensor(action))
+    np.testing.assert_allclose(np.r_[d.qpos, d.qvel], state.numpy(), atol=1e-8)
