@@ -1,0 +1,1 @@
+"""Paper protocols packaged for the command line and the benchmarks."""
