@@ -1,0 +1,120 @@
+"""Model-based ML3: the problem, meta-training through the engine, meta-test helpers."""
+
+import numpy as np
+import pytest
+import torch
+
+from rl.dynamics import DynamicsEnsemble
+from rl.envs import pointmass_step
+from rl.meta.model_based import (
+    ModelBasedProblem,
+    env_spec,
+    meta_train_model_based_loss,
+    n_loss_inputs,
+    policy_trajectory,
+    train_policy_with_loss,
+    train_policy_with_model,
+)
+from sklearn_ml3 import LearnedLoss
+from sklearn_ml3.meta import MetaProblem
+
+PM = "ml3/PointmassGoal-v0"
+
+
+class TwinDynamics(torch.nn.Module):
+    """The exact point-mass dynamics with the ensemble's call signature."""
+
+    def forward(self, state, action, member=None):
+        return pointmass_step(state, action)
+
+
+def _small_dynamics(seed=0):
+    return DynamicsEnsemble(4, 2, n_members=2, hidden_layer_sizes=(16,), random_state=seed)
+
+
+def test_problem_follows_the_engine_protocol():
+    dynamics = _small_dynamics()
+    problem = ModelBasedProblem(PM, [[1.0, 0.5]], dynamics, policy_hidden=(8,), random_state=0)
+    assert isinstance(problem, MetaProblem) and not problem.vectorizable
+    problem.collect_random(2)
+    dynamics.fit(*problem.transitions(), n_epochs=1)
+    task = problem.sample_tasks(1, np.random.default_rng(0))[0]
+    params = {k: v.requires_grad_() for k, v in problem.init_params(task, 3).items()}
+    n_before = len(problem.transitions()[0])
+    inputs = problem.loss_inputs(params, task)
+    horizon = env_spec(PM).horizon
+    assert sum(t.shape[-1] for t in inputs) == n_loss_inputs(env_spec(PM))
+    assert all(len(t) == horizon for t in inputs)
+    assert len(problem.transitions()[0]) == n_before + horizon  # the rollout became model data
+    # the actions are differentiable w.r.t. the policy, the states are data
+    assert inputs[1].requires_grad and not inputs[0].requires_grad
+    value = problem.task_loss(params, task)
+    grads = torch.autograd.grad(value, list(params.values()))
+    assert value.ndim == 0 and value > 0
+    assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_meta_training_runs_the_mbrl_loop():
+    dynamics = _small_dynamics()
+    loss = meta_train_model_based_loss(
+        PM, [[1.0, 0.0], [0.5, 0.8]], n_meta_iter=6, inner_steps=3, tasks_per_iter=1,
+        policy_hidden=(8,), loss_hidden=(8,), dynamics=dynamics, n_random_episodes=2,
+        initial_epochs=2, refit_every=2, refit_epochs=1, random_state=0, verbose=0)
+    assert isinstance(loss, LearnedLoss) and loss.n_inputs == n_loss_inputs(env_spec(PM))
+    assert loss.meta_history_.shape == (6,) and np.isfinite(loss.meta_history_).all()
+    assert loss.meta_info_["policy"]["env_id"] == PM
+    assert loss.meta_info_["problem"]["type"] == "model_based_rl"
+    # 2 random episodes, 6 inner rollouts, and 2 refits adding exploratory rollouts
+    assert dynamics.n_transitions_ > (2 + 6) * env_spec(PM).horizon
+    untouched = LearnedLoss(kind="features", n_inputs=loss.n_inputs, hidden_layer_sizes=(8,),
+                            random_state=loss.random_state)
+    changed = [not torch.equal(a, b) for a, b in
+               zip(loss.parameters(), untouched.parameters(), strict=True)]
+    assert any(changed)  # meta-gradients reached phi
+
+
+def test_task_loss_through_the_exact_model_reaches_a_left_goal():
+    goal = [-1.0, 0.3]
+    _, dist = train_policy_with_model(TwinDynamics(), PM, goal, 40, lr=0.1,
+                                      policy_hidden=(16,), eval_every=10, random_state=0)
+    assert dist.shape == (5,)
+    assert dist[-1] < 0.5 * dist[0]
+
+
+def test_goals_are_trained_together_but_independently():
+    goals = np.array([[-1.0, 0.3], [0.7, -0.7]])
+    _, both = train_policy_with_model(TwinDynamics(), PM, goals, 5, lr=0.05,
+                                      policy_hidden=(8,), random_state=1)
+    _, first = train_policy_with_model(TwinDynamics(), PM, goals[0], 5, lr=0.05,
+                                       policy_hidden=(8,), random_state=1)
+    assert both.shape == (2, 6)
+    np.testing.assert_allclose(both[0], first, rtol=1e-5)
+
+
+def test_train_policy_with_loss_uses_the_loss_and_returns_a_trajectory():
+    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(env_spec(PM)),
+                       hidden_layer_sizes=(8,), random_state=0)
+    params, dist = train_policy_with_loss(loss, PM, [0.0, -1.0], 3, lr=0.5,
+                                          policy_hidden=(8,), random_state=0)
+    assert dist.shape == (4,) and np.isfinite(dist).all()
+    assert len(set(np.round(dist, 6))) > 1  # the policy moved
+    path = policy_trajectory(params, PM, [0.0, -1.0], policy_hidden=(8,))
+    assert path.shape == (env_spec(PM).horizon + 1, 2)
+    np.testing.assert_allclose(np.linalg.norm(path[-1] - [0.0, -1.0]), dist[-1], rtol=1e-4)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="supports"):
+        env_spec("CartPole-v1")
+    with pytest.raises(ValueError, match="goals must have shape"):
+        ModelBasedProblem(PM, [1.0, 0.0], _small_dynamics())
+    with pytest.raises(ValueError, match="state_dim 4"):
+        ModelBasedProblem(PM, [[1.0, 0.0]], DynamicsEnsemble(8, 2))
+    with pytest.raises(ValueError, match="goal"):
+        train_policy_with_model(TwinDynamics(), PM, [5.0, 0.0], 1)
+    wrong = LearnedLoss(kind="features", n_inputs=3)
+    with pytest.raises(ValueError, match="reads 3 features"):
+        train_policy_with_loss(wrong, PM, [1.0, 0.0], 1, lr=0.1)
+    fresh = LearnedLoss(kind="features", n_inputs=n_loss_inputs(env_spec(PM)))
+    with pytest.raises(ValueError, match="inner_lr"):
+        train_policy_with_loss(fresh, PM, [1.0, 0.0], 1)
