@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..learned_loss import LearnedLoss
 from ._base import BaseMetaLoss
+
+TARGET_SCALINGS = ("auto", None, "standard")
 
 
 class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
@@ -18,38 +21,49 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
     ----------
     loss : LearnedLoss or "squared_error", default="squared_error"
         The training loss. A :class:`~sklearn_ml3.LearnedLoss` must have
-        ``kind="regression"``; if it was meta-trained with target scaling,
-        targets are scaled the same way during fit and unscaled at predict.
+        ``kind="regression"``.
     hidden_layer_sizes : tuple of int, default=(100,)
         Hidden widths of the MLP optimizee (ignored when ``module`` is given).
-    activation : {"relu", "tanh", "elu", "identity"}, default="relu"
+    activation : {"relu", "tanh", "elu", "softplus", "identity"}, default="relu"
+        Hidden activation of the MLP optimizee.
     module : callable, optional
-        ``module(n_features, n_outputs) -> torch.nn.Module`` replacing the MLP.
+        A ``torch.nn.Module`` class or factory called as
+        ``module(n_features, n_outputs)``, replacing the MLP.
     lr : float or "auto", default="auto"
         Learning rate; "auto" takes the learned loss's meta-training lr
-        (1e-3 for hand-written losses).
+        (1e-3 for the hand-written loss).
     solver : {"sgd", "momentum", "adam"}, default="sgd"
+        Optimizer of the network's weights.
     max_iter : int, default=200
         Epochs (passes over the data); with full-batch training, steps.
     batch_size : int, "auto" or None, default="auto"
         Mini-batch size; "auto" is ``min(200, n_samples)``, None full batch.
     shuffle : bool, default=True
+        Reshuffle the samples every epoch.
     warm_start : bool, default=False
         Continue from the previous fit instead of re-initialising.
-    random_state : int, RandomState or None
+    random_state : int, RandomState or None, default=None
         Seeds initialisation and shuffling (a private generator; the global
         torch seed is untouched).
     device : str, default="cpu"
-        Torch device for training; prediction runs on the CPU in float64.
+        Torch device for training; prediction runs on the CPU in float64,
+        and pickles always hold CPU tensors.
     verbose : int, default=0
+        Print the loss after every epoch when positive.
+    target_scaling : {"auto", None, "standard"}, default="auto"
+        How targets are scaled before the loss sees them (predictions are
+        unscaled). "auto" applies what the learned loss was meta-trained
+        with (none for the hand-written loss); a learned loss only knows the
+        value range it saw, so overriding its scaling warns.
 
     Attributes
     ----------
     module_ : torch.nn.Module
         The trained network.
     n_features_in_ : int
+        Number of features seen during fit.
     feature_names_in_ : ndarray of str
-        Only when X has string feature names.
+        Feature names seen during fit; only when X has string feature names.
     n_iter_ : int
         Epochs run.
     loss_curve_ : list of float
@@ -68,66 +82,118 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
     _loss_kind = "regression"
     _builtin_losses = ("squared_error",)
 
+    def __init__(self, loss="squared_error", *, hidden_layer_sizes=(100,), activation="relu",
+                 module=None, lr="auto", solver="sgd", max_iter=200, batch_size="auto",
+                 shuffle=True, warm_start=False, random_state=None, device="cpu", verbose=0,
+                 target_scaling="auto"):
+        super().__init__(
+            loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation, module=module,
+            lr=lr, solver=solver, max_iter=max_iter, batch_size=batch_size, shuffle=shuffle,
+            warm_start=warm_start, random_state=random_state, device=device, verbose=verbose,
+        )
+        self.target_scaling = target_scaling
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def fit(self, X, y, sample_weight=None):
-        """Train on ``X, y``.
+        """Train a freshly initialised network (unless ``warm_start``) on ``X, y``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
         sample_weight : array-like of shape (n_samples,), optional
+            Per-sample weights of the loss (weighted mean in each mini-batch).
 
         Returns
         -------
-        self
+        self : MetaLossRegressor
+            The fitted estimator.
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over ``X, y``, continuing from the current state."""
+        """One epoch over ``X, y``, continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-sample weights.
+
+        Returns
+        -------
+        self : MetaLossRegressor
+            The updated estimator.
+        """
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _fit(self, X, y, sample_weight, incremental):
         first = not (incremental and hasattr(self, "module_"))
         X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,
                              dtype=np.float64)
-        loss = self._resolved_loss()
-        if first:
-            self._warn_outside_training(loss)
-            self._y_2d = y.ndim == 2
-            self._y_shift, self._y_scale = self._target_scaling(loss, y)
         y2 = y.reshape(len(y), -1)
-        if not first and y2.shape[1] != self._n_outputs:
+        if first:
+            loss = self._resolved_loss()
+            self._y_2d = y.ndim == 2
+            self._n_outputs = y2.shape[1]
+            self._y_shift, self._y_scale = self._target_scaling(loss, y2)
+        elif y2.shape[1] != self._n_outputs:
             raise ValueError(f"y has {y2.shape[1]} targets; this model was fitted with "
                              f"{self._n_outputs}")
-        self._n_outputs = y2.shape[1]
-        targets = torch.as_tensor((y2 - self._y_shift) / self._y_scale, dtype=torch.float32)
+        targets = self._as_float32((y2 - self._y_shift) / self._y_scale)
         return self._fit_torch(
-            torch.as_tensor(X, dtype=torch.float32), targets, self._weights(sample_weight, X),
-            self._n_outputs, incremental=incremental,
-            n_epochs=1 if incremental else int(self.max_iter),
+            self._as_float32(X), targets, self._weights(sample_weight, X), self._n_outputs,
+            incremental=incremental, n_epochs=1 if incremental else int(self.max_iter),
         )
 
-    @staticmethod
-    def _target_scaling(loss, y):
-        scaling = None
+    def _target_scaling(self, loss, y2):
+        """``(shift, scale)`` of the targets, following ``target_scaling``."""
+        if self.target_scaling not in TARGET_SCALINGS:
+            raise ValueError(f"target_scaling must be one of {TARGET_SCALINGS}, got "
+                             f"{self.target_scaling!r}")
+        trained = None
         if isinstance(loss, LearnedLoss):
-            scaling = loss.meta_info_.get("problem", {}).get("target_scaling")
+            trained = loss.meta_info_.get("problem", {}).get("target_scaling")
+        scaling = trained if self.target_scaling == "auto" else self.target_scaling
+        if (isinstance(loss, LearnedLoss) and loss.is_meta_trained
+                and scaling != trained):
+            warnings.warn(
+                f"this loss was meta-trained with target_scaling={trained!r} but is used with "
+                f"target_scaling={scaling!r}: it only knows the target range it saw during "
+                "meta-training (use target_scaling='auto')", UserWarning, stacklevel=4,
+            )
         if scaling == "standard":
-            y2 = y.reshape(len(y), -1)
             return y2.mean(axis=0), np.maximum(y2.std(axis=0), 1e-8)
-        return 0.0, 1.0
+        return np.zeros(y2.shape[1]), np.ones(y2.shape[1])
 
-    def _batch_loss(self, out, target, weight, loss_fn):
+    @staticmethod
+    def _per_sample_loss(out, target, loss_fn):
         if loss_fn is None:
-            per_sample = ((out - target) ** 2).mean(-1)
-            if weight is None:
-                return per_sample.mean()
-            return (weight * per_sample).sum() / weight.sum()
-        return loss_fn(out, target, sample_weight=weight)
+            return ((out - target) ** 2).mean(-1)
+        return loss_fn.per_sample(out, target)
 
     def predict(self, X):
-        """Predicted targets, shape (n_samples,) or (n_samples, n_targets)."""
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Predictions, computed in float64.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         out = self._forward64(X) * self._y_scale + self._y_shift
