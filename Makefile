@@ -1,0 +1,31 @@
+# Two commands for a fresh machine with Python 3.11: `make demo` and `make test`.
+# Both create .venv on first use and reuse it afterwards.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint benchmarks clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# the CPU build of torch first, so nothing pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e ".[rl,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ml3 demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+benchmarks: $(STAMP)
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
