@@ -223,6 +223,8 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
         policy_kwargs = dict(policy_kwargs or {})
         policy_kwargs.setdefault("optimizer_class", optimizer_class)
         policy_kwargs.setdefault("optimizer_kwargs", dict(optimizer_kwargs))
+        if "log_std_init" in policy_info:  # start from the spread the loss was trained on
+            policy_kwargs.setdefault("log_std_init", policy_info["log_std_init"])
         if n_steps is None:
             n_envs = getattr(env, "num_envs", 1) if not isinstance(env, str) else 1
             n_steps = max(1, policy_info.get("rollout_steps", 512) // n_envs)

@@ -1,0 +1,213 @@
+"""The ML3 algorithm as an SB3 algorithm: run, save/load, determinism, train/eval mode.
+
+Modelled on sb3-contrib's tests/test_run.py, test_save_load.py,
+test_deterministic.py and test_train_eval_mode.py, on a tiny budget.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.vec_env import VecNormalize
+
+from rl import ML3, LearnedLossPPO, ML3Policy, meta_train_policy_loss
+from sklearn_ml3 import LearnedLoss
+
+ENV_ID = "ml3/ReacherGoal-v0"
+GOAL = [0.1, -0.1]
+
+
+@pytest.fixture(scope="module")
+def learned_loss() -> LearnedLoss:
+    goals = np.array([[0.1, 0.1], [0.05, 0.15]])
+    return meta_train_policy_loss(
+        ENV_ID, goals=goals, n_meta_iter=2, tasks_per_iter=1, rollout_episodes=2, horizon=10,
+        batch_size=10, n_epochs=1, rollouts_per_policy=1, loss_hidden_layer_sizes=(16,),
+        random_state=0, verbose=0)
+
+
+def make_env():
+    return gym.make(ENV_ID, goal=GOAL)
+
+
+def actor_params(model) -> dict[str, th.Tensor]:
+    return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+
+
+@pytest.mark.parametrize("net_arch", [None, [8], [32, 32]])
+def test_run_trains_actor_only(learned_loss, net_arch):
+    policy_kwargs = {} if net_arch is None else {"net_arch": net_arch}
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, n_steps=20, seed=0,
+                policy_kwargs=policy_kwargs)
+    before = actor_params(model)
+    model.learn(total_timesteps=60)
+    after = actor_params(model)
+    assert model.num_timesteps == 60
+    assert isinstance(model.policy, ML3Policy)
+    changed = {k for k in before if not th.equal(before[k], after[k])}
+    assert "action_net.weight" in changed and "log_std" in changed
+    assert not any(k.startswith("value_net") for k in changed)  # the value head stays unused
+
+
+def test_defaults_come_from_the_learned_loss(learned_loss):
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss)
+    info = learned_loss.meta_info_
+    assert model.n_steps == info["policy"]["rollout_steps"]
+    assert model.batch_size == info["policy"]["batch_size"]
+    assert model.n_epochs == info["policy"]["n_epochs"]
+    assert model.learning_rate == info["inner_lr"]
+    assert isinstance(model.policy.optimizer, th.optim.Adam)
+    assert model.goal_dim == 2
+
+
+def test_run_vec_env_normalize_and_callback(learned_loss):
+    env = VecNormalize(make_vec_env(make_env, n_envs=2, seed=0), norm_reward=False)
+    calls = []
+
+    class Count(BaseCallback):
+        def _on_step(self) -> bool:
+            calls.append(self.num_timesteps)
+            return True
+
+    model = ML3("MlpPolicy", env, learned_loss=learned_loss, n_steps=10, seed=0)
+    model.learn(total_timesteps=40, callback=Count(), progress_bar=True)
+    assert model.num_timesteps == 40
+    assert calls[-1] == 40
+
+
+def test_rewards_are_not_used(learned_loss):
+    class FlipReward(gym.RewardWrapper):
+        def reward(self, reward):
+            return -100.0 * reward
+
+    results = []
+    for factory in (make_env, lambda: FlipReward(make_env())):
+        model = ML3("MlpPolicy", factory(), learned_loss=learned_loss, n_steps=20, seed=3)
+        model.learn(total_timesteps=40)
+        results.append(actor_params(model))
+    for key in results[0]:
+        assert th.equal(results[0][key], results[1][key])
+
+
+def test_callers_loss_is_left_untouched(learned_loss):
+    reference = copy.deepcopy(learned_loss)
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, n_steps=20, seed=0)
+    model.learn(total_timesteps=20)
+    assert model.learned_loss is not learned_loss
+    for (k, v), w in zip(learned_loss.network_.state_dict().items(),
+                         reference.network_.state_dict().values(), strict=True):
+        assert th.equal(v, w), k
+    assert all(p.requires_grad for p in learned_loss.parameters())
+
+
+def test_save_load(learned_loss, tmp_path):
+    env = make_env()
+    model = ML3("MlpPolicy", env, learned_loss=learned_loss, n_steps=20, seed=0)
+    model.learn(total_timesteps=40)
+    obs = np.stack([env.observation_space.sample() for _ in range(5)])
+    action, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "agent.zip")
+    del model
+
+    loaded = ML3.load(tmp_path / "agent.zip", env=env)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
+    for k, v in learned_loss.network_.state_dict().items():
+        assert th.equal(loaded.learned_loss.network_.state_dict()[k], v)
+    assert loaded.learned_loss.meta_info_["policy"] == learned_loss.meta_info_["policy"]
+    np.testing.assert_array_equal(loaded.learned_loss.meta_history_, learned_loss.meta_history_)
+    assert loaded.batch_size == 10 and loaded.n_steps == 20
+    assert isinstance(loaded.policy.optimizer, th.optim.Adam)
+    loaded.learn(total_timesteps=20, reset_num_timesteps=False)  # keeps training
+    assert loaded.num_timesteps == 60
+
+
+@pytest.mark.parametrize("algo", ["ML3", "LearnedLossPPO"])
+def test_deterministic(learned_loss, algo):
+    def run():
+        if algo == "ML3":
+            model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, n_steps=20, seed=7)
+        else:
+            model = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
+                                   n_steps=32, batch_size=16, n_epochs=2, seed=7)
+        model.learn(total_timesteps=64)
+        env = make_env()
+        obs, _ = env.reset(seed=1)
+        return model.predict(obs, deterministic=False)[0], actor_params(model)
+
+    (a1, p1), (a2, p2) = run(), run()
+    np.testing.assert_array_equal(a1, a2)
+    for key in p1:
+        assert th.equal(p1[key], p2[key]), key
+
+
+class DropoutExtractor(FlattenExtractor):
+    def __init__(self, observation_space):
+        super().__init__(observation_space)
+        self.dropout = th.nn.Dropout(0.5)
+
+    def forward(self, observations):
+        return self.dropout(super().forward(observations))
+
+
+def test_train_eval_mode(learned_loss):
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, n_steps=20, seed=0,
+                policy_kwargs={"features_extractor_class": DropoutExtractor})
+    modes = []
+    original = model._learned_loss_value
+
+    def spy(*args):
+        modes.append(model.policy.training)
+        return original(*args)
+
+    model._learned_loss_value = spy
+    model.learn(total_timesteps=40)
+    assert modes and all(modes)  # updates run in train mode (dropout active)
+    obs = np.stack([model.observation_space.sample() for _ in range(8)])
+    first = model.predict(obs, deterministic=True)[0]
+    assert not model.policy.training  # predict runs in eval mode
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], first)
+
+
+def test_learned_loss_ppo_weight_zero_is_ppo(learned_loss, tmp_path):
+    kwargs = {"n_steps": 32, "batch_size": 16, "n_epochs": 2, "seed": 5}
+    ppo = PPO("MlpPolicy", make_env(), **kwargs).learn(64)
+    mixed = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
+                           learned_loss_weight=0.0, **kwargs).learn(64)
+    for key, value in actor_params(ppo).items():
+        th.testing.assert_close(actor_params(mixed)[key], value, rtol=0, atol=1e-6)
+
+    weighted = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
+                              learned_loss_weight=10.0, **kwargs).learn(64)
+    assert not th.equal(actor_params(weighted)["action_net.weight"],
+                        actor_params(ppo)["action_net.weight"])
+    weighted.save(tmp_path / "ppo.zip")
+    loaded = LearnedLossPPO.load(tmp_path / "ppo.zip", env=make_env())
+    assert loaded.learned_loss_weight == 10.0
+    for k, v in weighted.learned_loss.network_.state_dict().items():
+        assert th.equal(loaded.learned_loss.network_.state_dict()[k], v)
+
+
+def test_bad_inputs(learned_loss):
+    with pytest.raises(ValueError, match="needs learned_loss"):
+        ML3("MlpPolicy", make_env())
+    with pytest.raises(ValueError, match="kind='features'"):
+        ML3("MlpPolicy", make_env(), learned_loss=LearnedLoss(random_state=0))
+    wrong = LearnedLoss(kind="features", n_inputs=7, random_state=0)
+    with pytest.warns(UserWarning, match="not been meta-trained"), \
+            pytest.raises(ValueError, match="features per row"):
+        ML3("MlpPolicy", make_env(), learned_loss=wrong)
+    with pytest.raises(ValueError, match="optimizer"):
+        ML3("MlpPolicy", make_env(), learned_loss=learned_loss, optimizer="lbfgs")
+    with pytest.warns(UserWarning, match="far from"):
+        ML3("MlpPolicy", make_env(), learned_loss=learned_loss, learning_rate=1.0)
+    with pytest.raises(ValueError, match="learned_loss_weight"):
+        LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
+                       learned_loss_weight=-1.0)

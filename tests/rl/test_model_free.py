@@ -1,0 +1,140 @@
+"""Model-free meta-training: the policy functions, rollouts, the problem, the engine run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from rl.meta.model_free import (
+    GaussianMLPPolicy,
+    ModelFreeProblem,
+    meta_train_policy_loss,
+    policy_log_prob,
+    policy_mean,
+)
+
+ENV_ID = "ml3/ReacherGoal-v0"
+GOALS = np.array([[0.1, 0.1], [0.05, -0.15]])
+TINY = {"tasks_per_iter": 1, "rollout_episodes": 2, "horizon": 8, "batch_size": 8,
+        "n_epochs": 1, "rollouts_per_policy": 1, "loss_hidden_layer_sizes": (16,),
+        "verbose": 0}
+
+
+def test_policy_functions_match_module_and_torch_normal():
+    module = GaussianMLPPolicy(10, 2, (8, 8), log_std_init=-0.3)
+    params = dict(module.named_parameters())
+    obs, actions = torch.randn(5, 10), torch.randn(5, 2)
+    torch.testing.assert_close(policy_mean(params, obs), module(obs))
+    reference = torch.distributions.Normal(module(obs), params["log_std"].exp())
+    torch.testing.assert_close(policy_log_prob(params, obs, actions),
+                               reference.log_prob(actions).sum(-1))
+
+
+def test_policy_init_matches_sb3_actor():
+    """Meta-training policies start like SB3's MlpPolicy actors (ortho init)."""
+    import gymnasium as gym
+
+    env = gym.make(ENV_ID)
+    sb3 = ActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3,
+                            net_arch={"pi": [64, 64], "vf": []})
+    ours = GaussianMLPPolicy(10, 2, (64, 64))
+    for a, b in ((sb3.mlp_extractor.policy_net[0].weight, ours.mean[0].weight),
+                 (sb3.action_net.weight, ours.mean[4].weight)):
+        assert a.shape == b.shape
+        # orthogonal init: same singular values, whatever the draw
+        torch.testing.assert_close(torch.linalg.svdvals(a), torch.linalg.svdvals(b),
+                                   rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sb3.log_std, ours.log_std)
+
+
+def test_rollout_shapes_and_reproducibility():
+    problem = ModelFreeProblem(ENV_ID, GOALS, rollout_episodes=3, horizon=6, batch_size=4)
+    params = problem.init_params(None, seed=0)
+    a = problem.rollout(params, GOALS[0], np.random.default_rng(1))
+    b = problem.rollout(params, GOALS[0], np.random.default_rng(1))
+    assert a["obs"].shape == (3, 6, 10) and a["actions"].shape == (3, 6, 2)
+    assert a["obs"].dtype == torch.float32
+    torch.testing.assert_close(a["obs"], b["obs"])
+    torch.testing.assert_close(a["actions"], b["actions"])
+    np.testing.assert_allclose(a["obs"][:, :, -2].numpy(), GOALS[0][0], rtol=1e-6)
+    assert (a["actions"].abs() > 1).any()  # stored unclipped (std 1), as SB3's buffer does
+    det = problem.rollout(params, GOALS[0], np.random.default_rng(2), deterministic=True)
+    torch.testing.assert_close(det["actions"], policy_mean(params, det["obs"]))
+
+
+def test_task_loss_is_differentiable_and_feeds_next_steps():
+    problem = ModelFreeProblem(ENV_ID, GOALS, rollout_episodes=2, horizon=5, batch_size=4)
+    task = problem.sample_tasks(1, np.random.default_rng(0))[0]
+    params = {k: v.requires_grad_() for k, v in problem.init_params(task, 0).items()}
+    inputs = problem.loss_inputs(params, task)
+    assert [t.shape[-1] if t.dim() > 1 else 1 for t in inputs] == [10, 2, 1, 2]
+    assert inputs[2].requires_grad
+    value = problem.task_loss(params, task)
+    grads = torch.autograd.grad(value, list(params.values()))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert problem.stats[-1]["final_distance"] > 0
+    assert len(task.buffer["obs"]) == 10  # the fresh rollout is the next experience
+
+
+def test_meta_training_changes_the_loss_and_records_what_ml3_needs():
+    from sklearn_ml3 import LearnedLoss
+
+    fresh = LearnedLoss(kind="features", n_inputs=15, hidden_layer_sizes=(16,), bias=True,
+                        random_state=0)
+    loss = meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=3, random_state=0, **TINY)
+    assert loss.meta_history_.shape == (3,) and np.isfinite(loss.meta_history_).all()
+    changed = [not torch.equal(a, b) for a, b in zip(
+        loss.parameters(), fresh.parameters(), strict=True)]
+    assert any(changed)
+    policy = loss.meta_info_["policy"]
+    assert policy["goal_dim"] == 2 and policy["rollout_steps"] == 16
+    assert policy["inputs"] == ["obs", "action", "log_prob", "goal"]
+    assert loss.meta_info_["problem"]["type"] == "model_free"
+    assert len(loss.meta_info_["rollout_stats"]) == 3
+    json.dumps(loss.meta_info_)  # stays saveable
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path):
+    straight = meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=3, random_state=1, **TINY)
+    ckpt = tmp_path / "meta.ckpt"
+    meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=2, random_state=1,
+                           checkpoint=ckpt, **TINY)
+    resumed = meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=3, random_state=1,
+                                     checkpoint=ckpt, **TINY)
+    np.testing.assert_allclose(resumed.meta_history_, straight.meta_history_)
+    for a, b in zip(resumed.parameters(), straight.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="goals must have shape"):
+        ModelFreeProblem(ENV_ID, [0.1, 0.1])
+    with pytest.raises(ValueError, match="within reach"):
+        ModelFreeProblem(ENV_ID, [[1.0, 1.0]])
+    with pytest.raises(ValueError, match="batch_size"):
+        ModelFreeProblem(ENV_ID, GOALS, rollout_episodes=1, horizon=5, batch_size=6)
+    with pytest.raises(ValueError, match="not a goal environment"):
+        ModelFreeProblem("Pendulum-v1", GOALS)
+    from sklearn_ml3 import LearnedLoss
+
+    with pytest.raises(ValueError, match="n_inputs=15"):
+        meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=1,
+                               loss=LearnedLoss(kind="features", n_inputs=3), **TINY)
+
+
+def test_ant_benchmark_smoke(tmp_path):
+    path = Path(__file__).parents[2] / "benchmarks" / "model_free_ant.py"
+    spec = importlib.util.spec_from_file_location("model_free_ant", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "results.json").exists() and (tmp_path / "report.md").exists()
+    assert np.isfinite(results["ml3"]["final_distance"]).all()
+    assert results["meta_train_time_s"]["cpu"] > 0
