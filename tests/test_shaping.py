@@ -1,0 +1,201 @@
+"""Shaping with meta-train-only information: sine frequency and inverse dynamics."""
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_ml3 import LearnedLoss, MetaLossRegressor, Task, meta_train
+from sklearn_ml3.shaping import (
+    InertiaNetwork,
+    InverseDynamicsProblem,
+    SineFrequencyTasks,
+    frequency_error,
+    meta_test_curve,
+    mse_loss,
+    sine_frequency_problem,
+)
+
+
+class ForbiddenExtra(Mapping):
+    """Extra information that fails loudly when anything reads it."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"meta-test read task.extra[{key!r}]")
+
+    def __iter__(self):
+        raise AssertionError("meta-test iterated over task.extra")
+
+    def __len__(self):
+        raise AssertionError("meta-test asked for len(task.extra)")
+
+
+def sine_loss(seed=0):
+    return LearnedLoss(kind="regression", n_extra_inputs=1, activation="elu",
+                       hidden_layer_sizes=(10, 10, 10), bias=True, output="none",
+                       random_state=seed)
+
+
+def test_sine_tasks_carry_true_frequency_only_in_extra():
+    task = SineFrequencyTasks(n_points=32).task(2.5, np.random.default_rng(0))
+    assert float(task.extra["nu"]) == 2.5
+    torch.testing.assert_close(task.y_train, torch.sin(2.5 * task.X_train).ravel())
+
+
+@pytest.mark.parametrize("kwargs", [{"frequency_range": (1, 1)}, {"x_range": (2, -2)},
+                                    {"n_points": 0}])
+def test_sine_tasks_reject_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        SineFrequencyTasks(**kwargs)
+
+
+def test_shaped_task_loss_is_the_frequency_distance():
+    problem = sine_frequency_problem(shaped=True)  # beta=0, gamma=1
+    task = SineFrequencyTasks().task(-1.5, np.random.default_rng(0))
+    params = {"omega": torch.tensor(0.5)}
+    problem.init_params(task, 0)  # builds the optimizee architecture
+    assert float(problem.task_loss(params, task)) == pytest.approx(4.0)
+    mixed = sine_frequency_problem(shaped=True, beta=2.0, gamma=3.0)
+    mixed.init_params(task, 0)
+    mse = torch.mean((torch.sin(0.5 * task.X_val).ravel() - task.y_val) ** 2)
+    assert float(mixed.task_loss(params, task)) == pytest.approx(float(2 * mse + 3 * 4.0),
+                                                                 rel=1e-5)
+
+
+def test_shaped_meta_gradient_step_lowers_the_frequency_error():
+    problem = sine_frequency_problem(shaped=True)
+    loss = sine_loss()
+    tasks = problem.sample_tasks(4, np.random.default_rng(0))
+
+    def task_loss_after_one_step():
+        total = 0.0
+        for i, task in enumerate(tasks):
+            params = {k: v.requires_grad_() for k, v in problem.init_params(task, i).items()}
+            grad = torch.autograd.grad(loss(*problem.loss_inputs(params, task)),
+                                       params["omega"], create_graph=True)[0]
+            total = total + problem.task_loss({"omega": params["omega"] - grad}, task)
+        return total / len(tasks)
+
+    before = task_loss_after_one_step()
+    phi = list(loss.parameters())
+    grads = torch.autograd.grad(before, phi, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(phi, grads, strict=True):
+            if g is not None:
+                p -= 1e-3 * g
+    assert float(task_loss_after_one_step().detach()) < float(before.detach())
+
+
+def test_meta_test_never_reads_extra_information():
+    problem = sine_frequency_problem(shaped=True)
+    loss = sine_loss()
+    meta_train(loss, problem, n_meta_iter=3, inner_steps=3, tasks_per_iter=2, inner_lr=1.0,
+               random_state=0, verbose=0)
+    task = SineFrequencyTasks().task(2.0, np.random.default_rng(1))
+    blind = task._replace(extra=ForbiddenExtra())
+    curve = meta_test_curve(problem, loss, blind, n_steps=5, lr=1.0)
+    assert np.all(np.isfinite(curve)) and len(curve) == 6
+    # the same training with the real extra gives the same trajectory
+    np.testing.assert_allclose(curve, meta_test_curve(problem, loss, task, n_steps=5, lr=1.0))
+    with pytest.raises(AssertionError, match="extra"):
+        problem.task_loss({"omega": torch.tensor(0.1)}, blind)
+
+
+def test_meta_fit_routes_extra_loss_beta_gamma():
+    """LearnedLoss.meta_fit(..., extra_loss=, beta=, gamma=) shapes supervised meta-training."""
+    rng = np.random.default_rng(0)
+    seen = []
+
+    def slope_error(params, task, predict):
+        seen.append(float(task.extra["slope"]))
+        X = task.X_val
+        return ((predict(X + 1) - predict(X)) - task.extra["slope"]).pow(2).mean()
+
+    tasks = []
+    for slope in (1.0, -2.0):
+        X = rng.normal(size=(20, 1)).astype(np.float32)
+        y = (slope * X).ravel()
+        tasks.append(Task(*(torch.from_numpy(a) for a in (X, y, X, y)),
+                          {"slope": torch.tensor(slope)}))
+    loss = LearnedLoss(hidden_layer_sizes=(8,), random_state=0)
+    loss.meta_fit(tasks, MetaLossRegressor(hidden_layer_sizes=(4,), lr=0.01),
+                  extra_loss=slope_error, beta=0.5, gamma=2.0, n_meta_iter=4, verbose=0)
+    assert loss.meta_info_["problem"]["shaped"]
+    assert set(seen) <= {1.0, -2.0} and seen
+    # at meta-test the estimator fits from (X, y) alone
+    X = rng.normal(size=(30, 1)).astype(np.float32)
+    reg = MetaLossRegressor(hidden_layer_sizes=(4,), loss=loss, lr=0.01, max_iter=5,
+                            random_state=0).fit(X, 3 * X.ravel())
+    assert np.all(np.isfinite(reg.predict(X)))
+
+
+def test_frequency_error_reads_extra():
+    task = SineFrequencyTasks().task(1.0, np.random.default_rng(0))
+    assert float(frequency_error({"omega": torch.tensor(3.0)}, task)) == pytest.approx(4.0)
+
+
+def test_meta_test_curve_rejects_bad_arguments():
+    problem = sine_frequency_problem()
+    task = SineFrequencyTasks().sample(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="lr"):
+        meta_test_curve(problem, mse_loss, task, n_steps=2, lr=0.0)
+    with pytest.raises(ValueError, match="n_steps"):
+        meta_test_curve(problem, mse_loss, task, n_steps=-1, lr=1.0)
+
+
+# ------------------------------------------------------------ inverse dynamics
+def test_inertia_network_predicts_spd_inertia_and_torque():
+    net = InertiaNetwork(3, (16,))
+    X = torch.randn(10, 9)
+    tau, M = net(X, return_mass=True)
+    torch.testing.assert_close(M, M.transpose(-1, -2))
+    assert torch.all(torch.linalg.eigvalsh(M) > 0)
+    bias = net(torch.cat([X[:, :6], torch.zeros(10, 3)], 1))
+    torch.testing.assert_close(tau, (M @ X[:, 6:].unsqueeze(-1)).squeeze(-1) + bias)
+
+
+@pytest.fixture(scope="module")
+def arm2_problem():
+    return InverseDynamicsProblem("arm2", n_traj=2, n_steps=30, n_train=30,
+                                  hidden_layer_sizes=(16,))
+
+
+def test_inverse_dynamics_tasks_hold_true_mass_matrix(arm2_problem):
+    from rl.envs import ArmModel
+
+    task = arm2_problem.sample_tasks(1, np.random.default_rng(0))[0]
+    q = task.X_val[:, :2].double().numpy()
+    np.testing.assert_allclose(task.extra["M"].numpy(), ArmModel("arm2").mass_matrix(q),
+                               rtol=1e-5, atol=1e-6)
+    assert task.X_train.shape == (30, 6) and task.y_train.shape == (30, 2)
+
+
+def test_inverse_dynamics_shaped_loss_adds_inertia_term(arm2_problem):
+    task = arm2_problem.sample_tasks(1, np.random.default_rng(1))[0]
+    params = arm2_problem.init_params(task, 0)
+    shaped = float(arm2_problem.task_loss(params, task))
+    expected = float(arm2_problem.torque_error(params, task)
+                     + arm2_problem.inertia_error(params, task))
+    assert shaped == pytest.approx(expected, rel=1e-5)
+    unshaped = InverseDynamicsProblem("arm2", shaped=False, n_traj=2, n_steps=30, n_train=30,
+                                      hidden_layer_sizes=(16,))
+    assert float(unshaped.task_loss(params, task)) == pytest.approx(
+        float(arm2_problem.torque_error(params, task)), rel=1e-5)
+
+
+def test_inverse_dynamics_meta_training_and_blind_meta_test(arm2_problem):
+    loss = LearnedLoss(hidden_layer_sizes=(16,), random_state=0)
+    history = meta_train(loss, arm2_problem, n_meta_iter=6, inner_steps=3, tasks_per_iter=2,
+                         inner_optimizer="adam", inner_lr=1e-2, random_state=0, verbose=0)
+    assert np.all(np.isfinite(history)) and loss.meta_info_["vectorized"]
+    task = arm2_problem.sample_tasks(1, np.random.default_rng(2))[0]
+    curve = meta_test_curve(arm2_problem, mse_loss, task._replace(extra=ForbiddenExtra()),
+                            n_steps=20, lr=1e-2, solver="adam",
+                            metric=arm2_problem.torque_error)
+    assert curve[-1] < curve[0]
+
+
+def test_inverse_dynamics_rejects_bad_split():
+    with pytest.raises(ValueError, match="n_train"):
+        InverseDynamicsProblem("arm2", n_traj=1, n_steps=10, n_train=10)
