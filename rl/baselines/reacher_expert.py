@@ -88,10 +88,11 @@ class ReacherILQRExpert:
     """Callable ``obs -> action`` for :class:`~rl.envs.ReacherGoalEnv` observations.
 
     Plans ``horizon`` steps with :func:`expert_actions_reacher`, then plays
-    the plan, replanning (warm-started with the rest of the plan) when the
-    observed state is more than ``tol`` away from the predicted one, when the
-    goal changes, or when the plan runs out. Use it with
-    :class:`rl.wrappers.ExpertActionWrapper`.
+    the plan: it finds its place in the plan from the observed state, so
+    calling it twice on one observation gives the same action. It replans
+    (warm-started with the rest of the plan) when the observed state is more
+    than ``tol`` away from the predicted one, when the goal changes, or when
+    the plan runs out. Use it with :class:`rl.wrappers.ExpertActionWrapper`.
 
     Parameters
     ----------
@@ -112,6 +113,7 @@ class ReacherILQRExpert:
         self._states: np.ndarray | None = None
         self._goal: np.ndarray | None = None
         self._k = 0
+        self._last_obs: np.ndarray | None = None
 
     @staticmethod
     def state_from_obs(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,27 +122,29 @@ class ReacherILQRExpert:
         q = np.arctan2(obs[2:4], obs[0:2])
         return np.concatenate([q, obs[4:6]]), obs[8:10]
 
-    def _on_plan(self, state: np.ndarray, goal: np.ndarray) -> bool:
-        if self._actions is None or self._k >= len(self._actions):
-            return False
-        if not np.allclose(goal, self._goal, atol=1e-6):
-            return False
-        diff = state - self._states[self._k]
+    def _matches(self, state: np.ndarray, k: int) -> bool:
+        diff = state - self._states[k]
         diff[:2] = (diff[:2] + np.pi) % (2 * np.pi) - np.pi  # compare angles modulo 2 pi
         return bool(np.max(np.abs(diff)) < self.tol)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        if self._last_obs is not None and np.array_equal(obs, self._last_obs):
+            return self._actions[self._k].astype(np.float32)  # same observation, same action
+        self._last_obs = obs.copy()
         state, goal = self.state_from_obs(obs)
-        if not self._on_plan(state, goal):
+        # The plan advances when the observation matches the next predicted state.
+        same_goal = self._goal is not None and np.allclose(goal, self._goal, atol=1e-6)
+        if same_goal and self._k + 1 < len(self._actions) and self._matches(state, self._k + 1):
+            self._k += 1
+        elif not (same_goal and self._matches(state, self._k)):
             warm = np.zeros((self.horizon, 2))
             if self._actions is not None:
-                rest = self._actions[self._k :][: self.horizon]
+                rest = self._actions[self._k + 1 :][: self.horizon]
                 warm[: len(rest)] = rest
             self._actions, self._states, _ = expert_actions_reacher(
                 goal, state, self.horizon, self.n_iter, u_init=warm
             )
             self._goal, self._k = goal, 0
             self.n_plans += 1
-        action = self._actions[self._k]
-        self._k += 1
-        return action.astype(np.float32)
+        return self._actions[self._k].astype(np.float32)

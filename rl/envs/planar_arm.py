@@ -178,19 +178,36 @@ def planar_arm_step(
     next_state : torch.Tensor of shape (..., 4)
     """
     tau = _as_tensor(params.gear, action) * torch.clamp(action, -1.0, 1.0)
+    tau1, tau2 = tau[..., 0], tau[..., 1]
+    p = params
+    k1, k2 = p.damping
 
-    def deriv(s: torch.Tensor) -> torch.Tensor:
-        q, qd = s[..., :2], s[..., 2:]
-        return torch.cat([qd, planar_arm_forward_dynamics(q, qd, tau, params)], -1)
+    def deriv(q1, q2, w1, w2):
+        # Inlined planar_arm_forward_dynamics: this is iLQR's inner loop, and op count
+        # dominates its cost on small tensors.
+        c2, s2 = torch.cos(q2), torch.sin(q2)
+        h = p.b * c2 + p.e * s2
+        dh = p.e * c2 - p.b * s2
+        c12 = torch.cos(q1 + q2)
+        grav2 = p.p2 * c12
+        r1 = tau1 - (dh * (2 * w1 * w2 + w2 * w2) + p.p1 * torch.cos(q1) + grav2 + k1 * w1)
+        r2 = tau2 - (-dh * w1 * w1 + grav2 + k2 * w2)
+        m11, m12 = p.a + 2 * h, p.c + h
+        det = m11 * p.d - m12 * m12
+        return w1, w2, (p.d * r1 - m12 * r2) / det, (m11 * r2 - m12 * r1) / det
 
-    h = params.dt
+    x = state.unbind(-1)
+    dt = params.dt
     for _ in range(params.substeps):
-        k1 = deriv(state)
-        k2 = deriv(state + h / 2 * k1)
-        k3 = deriv(state + h / 2 * k2)
-        k4 = deriv(state + h * k3)
-        state = state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return state
+        d1 = deriv(*x)
+        d2 = deriv(*(xi + dt / 2 * di for xi, di in zip(x, d1, strict=True)))
+        d3 = deriv(*(xi + dt / 2 * di for xi, di in zip(x, d2, strict=True)))
+        d4 = deriv(*(xi + dt * di for xi, di in zip(x, d3, strict=True)))
+        x = tuple(
+            xi + dt / 6 * (a + 2 * b + 2 * c + d)
+            for xi, a, b, c, d in zip(x, d1, d2, d3, d4, strict=True)
+        )
+    return torch.stack(x, -1)
 
 
 def planar_arm_fingertip(q: torch.Tensor, params: PlanarArmParams) -> torch.Tensor:
