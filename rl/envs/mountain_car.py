@@ -1,8 +1,8 @@
 """MountainCarGoal: continuous mountain car with a goal position.
 
 :func:`mountain_car_step` holds the standard MountainCarContinuous equations
-as a batched, differentiable torch function; :class:`MountainCarGoalEnv`
-calls it.
+as a batched, differentiable torch function that also accepts numpy arrays;
+:class:`MountainCarGoalEnv` calls it on numpy.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
+from rl.envs import _backend as B
+from rl.envs._backend import Array
 from rl.envs._goal import GoalTaskMixin, as_generator, check_region
 from rl.envs._raster import Canvas
 
@@ -23,7 +24,7 @@ POWER = 0.0015
 VALLEY_BOTTOM = -np.pi / 6  # minimum of the height sin(3x)
 
 
-def mountain_car_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+def mountain_car_step(state: Array, action: Array) -> Array:
     """One step of the continuous mountain car (gymnasium's MountainCarContinuous).
 
     ``v' = clip(v + 0.0015 * clip(a, -1, 1) - 0.0025 cos(3x), -0.07, 0.07)``,
@@ -34,7 +35,8 @@ def mountain_car_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor
     Parameters
     ----------
     state : torch.Tensor of shape (..., 2)
-        ``(position, velocity)`` with any leading batch dimensions.
+        ``(position, velocity)`` with any leading batch dimensions (numpy
+        arrays work too and give numpy arrays).
     action : torch.Tensor of shape (..., 1)
         Power in ``[-1, 1]``.
 
@@ -43,12 +45,12 @@ def mountain_car_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor
     next_state : torch.Tensor of shape (..., 2)
     """
     pos, vel = state[..., 0], state[..., 1]
-    power = torch.clamp(action[..., 0], -1.0, 1.0)
-    vel = torch.clamp(vel + power * POWER - 0.0025 * torch.cos(3 * pos), -MAX_SPEED, MAX_SPEED)
-    pos = torch.clamp(pos + vel, MIN_POSITION, MAX_POSITION)
+    power = B.clip(action[..., 0], -1.0, 1.0)
+    vel = B.clip(vel + power * POWER - 0.0025 * B.cos(3 * pos), -MAX_SPEED, MAX_SPEED)
+    pos = B.clip(pos + vel, MIN_POSITION, MAX_POSITION)
     at_wall = (pos <= MIN_POSITION) & (vel < 0)
-    vel = torch.where(at_wall, torch.zeros_like(vel), vel)
-    return torch.stack([pos, vel], dim=-1)
+    vel = B.where(at_wall, B.zeros_like(vel), vel)
+    return B.stack([pos, vel])
 
 
 def mountain_height(position: np.ndarray) -> np.ndarray:
@@ -170,10 +172,8 @@ class MountainCarGoalEnv(GoalTaskMixin, gym.Env):
         return self._obs(), {"distance": self._distance(), "goal": self.goal}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        act = np.clip(np.asarray(action, dtype=np.float64).reshape(1), -1.0, 1.0)
-        with torch.no_grad():
-            nxt = mountain_car_step(torch.from_numpy(self._state), torch.from_numpy(act))
-        self._state = nxt.numpy()
+        act = np.asarray(action, dtype=np.float64).reshape(1)
+        self._state = mountain_car_step(self._state, act)
         self._t += 1
         dist = self._distance()
         info = {"distance": dist, "is_success": dist < self.success_threshold, "goal": self.goal}

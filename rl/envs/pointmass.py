@@ -1,8 +1,9 @@
 """PointmassGoal: a 2-D point mass pushed towards a goal.
 
 The dynamics live in :func:`pointmass_step`, a batched, differentiable torch
-function; :class:`PointmassGoalEnv` calls it, so the env and the torch twin
-used for model-based meta-training cannot drift apart.
+function that also accepts numpy arrays; :class:`PointmassGoalEnv` calls it on
+numpy, so the env and the torch twin used for model-based meta-training cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
+from rl.envs import _backend as B
+from rl.envs._backend import Array
 from rl.envs._goal import GoalTaskMixin, sample_polar_goals
 from rl.envs._raster import Canvas
 
@@ -23,9 +25,7 @@ POINTMASS_HORIZON = 30
 POINTMASS_GOAL_RANGE = 2.0
 
 
-def pointmass_step(
-    state: torch.Tensor, action: torch.Tensor, dt: float = POINTMASS_DT
-) -> torch.Tensor:
+def pointmass_step(state: Array, action: Array, dt: float = POINTMASS_DT) -> Array:
     """One semi-implicit Euler step of the point mass.
 
     ``v' = v + dt * clip(a, -1, 1) / mass`` then ``p' = p + dt * v'``.
@@ -33,7 +33,8 @@ def pointmass_step(
     Parameters
     ----------
     state : torch.Tensor of shape (..., 4)
-        ``(x, y, vx, vy)`` with any leading batch dimensions.
+        ``(x, y, vx, vy)`` with any leading batch dimensions (numpy arrays
+        work too and give numpy arrays).
     action : torch.Tensor of shape (..., 2)
         Force, clamped to ``[-1, 1]`` (zero gradient outside the box).
     dt : float, default=0.1
@@ -43,11 +44,11 @@ def pointmass_step(
     -------
     next_state : torch.Tensor of shape (..., 4)
     """
-    force = torch.clamp(action, -1.0, 1.0)
+    force = B.clip(action, -1.0, 1.0)
     pos, vel = state[..., :2], state[..., 2:]
     vel = vel + dt * force / POINTMASS_MASS
     pos = pos + dt * vel
-    return torch.cat([pos, vel], dim=-1)
+    return B.concat([pos, vel])
 
 
 class PointmassGoalEnv(GoalTaskMixin, gym.Env):
@@ -151,10 +152,8 @@ class PointmassGoalEnv(GoalTaskMixin, gym.Env):
         return self._obs(), {"distance": self._distance(), "goal": self.goal}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        act = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        with torch.no_grad():
-            nxt = pointmass_step(torch.from_numpy(self._state), torch.from_numpy(act), self.dt)
-        self._state = nxt.numpy()
+        act = np.asarray(action, dtype=np.float64).reshape(2)
+        self._state = pointmass_step(self._state, act, self.dt)
         self._t += 1
         dist = self._distance()
         info = {"distance": dist, "is_success": dist < self.success_threshold, "goal": self.goal}
