@@ -37,6 +37,7 @@ ENV_CLASSES = {
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.filterwarnings("ignore:.*Box observation space m")  # unbounded positions
 def test_env_passes_gymnasium_and_sb3_checkers(env_id):
     gym_check_env(gym.make(env_id).unwrapped, skip_render_check=True)
     sb3_check_env(gym.make(env_id).unwrapped, warn=True)
