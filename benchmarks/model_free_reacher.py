@@ -14,7 +14,9 @@
    distance and the best final distance of either method.
 4. The same loss trains policies of 4 architectures (paper Fig. 4c).
 
-Writes ``results/model_free_reacher/{results.json, *.png, report.md}``.
+Writes ``results/model_free_reacher/{results.json, *.png, report.md}``. Every
+finished run is cached under ``runs/`` and meta-training is checkpointed, so
+an interrupted run resumes where it stopped.
 The default run is reduced (goals, seeds, budget: see ``--help``); ``--full``
 runs the protocol (10 goals, 5 seeds, 50k steps).
 """
@@ -98,6 +100,21 @@ class EvalCurve(BaseCallback):
 
 
 def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch=None) -> dict:
+    """One training run with its evaluation curve (cached in ``out/runs`` for resuming)."""
+    arch = "default" if net_arch is None else "-".join(map(str, net_arch))
+    key = f"{method}_{arch}_{goal[0]:.4f}_{goal[1]:.4f}_{seed}_{budget}"
+    if method == "ML3":  # depends on the loss, i.e. on how long it was meta-trained
+        key += f"_meta{args.meta_iter}"
+    cache = args.out / "runs" / f"{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    result = _train(method, goal, seed, budget, args, loss, net_arch)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def _train(method, goal, seed, budget, args, loss, net_arch) -> dict:
     env = DummyVecEnv([lambda: gym.make(ENV_ID, goal=goal)])
     env.seed(seed)
     start = time.process_time()
@@ -174,7 +191,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=2, help="seeds per goal (default 2)")
     parser.add_argument("--budget", type=int, default=8_000, help="env steps per run")
     parser.add_argument("--meta-iter", type=int, default=100)
-    parser.add_argument("--arch-goals", type=int, default=2,
+    parser.add_argument("--arch-goals", type=int, default=1,
                         help="goals of the architecture experiment (1 seed each)")
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=3)
@@ -189,7 +206,7 @@ def main(argv=None) -> dict:
     train_goals = ReacherGoalEnv.sample_tasks(30, np.random.default_rng(1))
     test_goals = ReacherGoalEnv.sample_tasks(10, np.random.default_rng(2))[: args.goals]
 
-    loss_path = args.out / "reacher.ml3"
+    loss_path = args.out / f"reacher_{args.meta_iter}.ml3"
     meta_settings = {"n_meta_iter": args.meta_iter, "tasks_per_iter": 4, "inner_lr": 1e-2,
                      "meta_lr": 3e-3, "log_std_init": -0.5}
     if loss_path.exists() and LearnedLoss.load(loss_path).meta_info_.get(
