@@ -112,6 +112,24 @@ class GoalTaskMixin:
     def check_goal_range(cls, goal: np.ndarray) -> None:
         """Raise ValueError if ``goal`` lies outside the environment's task range."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        # MuJoCo envs pickle through EzPickle (constructor arguments only): carry the
+        # current goal along, so a goal set by set_task survives a pickle round trip.
+        parent = getattr(super(), "__getstate__", None)
+        state = dict(parent() if parent is not None else self.__dict__)
+        state["_persistent_goal"] = self._goal
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        goal = state.pop("_persistent_goal")
+        parent = getattr(super(), "__setstate__", None)
+        if parent is not None:
+            parent(state)
+        else:
+            self.__dict__.update(state)
+        self._goal = goal
+
     def _goal_from_options(self, options: dict[str, Any] | None) -> None:
         if options and "goal" in options:
             self.set_task(options["goal"])

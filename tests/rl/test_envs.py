@@ -1,5 +1,7 @@
 """Tests of the ml3/* goal environments, their torch twins and the arm models."""
 
+import pickle
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -71,6 +73,17 @@ def test_goal_is_last_in_observation_and_persists_across_resets(env_id):
     np.testing.assert_allclose(env.unwrapped.goal, goals[0])
     obs, *_ = env.step(env.action_space.sample())
     np.testing.assert_allclose(obs[-cls.goal_dim :], goals[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_goal_set_by_set_task_survives_pickling(env_id):
+    cls = ENV_CLASSES[env_id]
+    env = cls()
+    goal = cls.sample_tasks(1, rng=5)[0]
+    env.set_task(goal)
+    clone = pickle.loads(pickle.dumps(env))
+    obs, _ = clone.reset(seed=0)
+    np.testing.assert_allclose(obs[-cls.goal_dim :], goal, rtol=1e-6)
 
 
 def test_goal_survives_vecenv_auto_reset():
