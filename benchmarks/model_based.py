@@ -49,17 +49,17 @@ LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 CONFIGS = {
     "pointmass": {
         "env_id": "ml3/PointmassGoal-v0", "seeds": 5,
-        "meta": {"n_meta_iter": 300, "inner_steps": 20, "tasks_per_iter": 2,
+        "meta": {"n_meta_iter": 200, "inner_steps": 10, "tasks_per_iter": 2,
                  "inner_lr": 0.1, "meta_lr": 3e-3},
         "full_meta": {"n_meta_iter": 600},
-        "n_updates": 40, "eval_every": 5,
+        "n_updates": 40, "eval_every": 5, "lr_grid": LR_GRID,
     },
     "reacher": {
         "env_id": "ml3/ReacherGoal-v0", "seeds": 3,
         "meta": {"n_meta_iter": 60, "inner_steps": 10, "tasks_per_iter": 1,
                  "inner_lr": 0.1, "meta_lr": 3e-3},
         "full_meta": {"n_meta_iter": 400, "tasks_per_iter": 2},
-        "n_updates": 30, "eval_every": 5,
+        "n_updates": 30, "eval_every": 5, "lr_grid": (1e-3, 1e-2, 1e-1, 3e-1),
     },
 }
 
@@ -88,7 +88,7 @@ def run_seed(name: str, seed: int, full: bool) -> dict:
                                              eval_every=every, random_state=init_seed)
     ml3_time = time.perf_counter() - t0
     grid = {}
-    for grid_lr in tqdm(LR_GRID, desc=f"{name} seed {seed}: lr grid", leave=False):
+    for grid_lr in tqdm(cfg["lr_grid"], desc=f"{name} seed {seed}: lr grid", leave=False):
         _, dist = train_policy_with_model(dynamics, env_id, test_goals, n_updates, lr=grid_lr,
                                           eval_every=every, random_state=init_seed)
         grid[grid_lr] = dist
@@ -113,6 +113,7 @@ def run_seed(name: str, seed: int, full: bool) -> dict:
         "steps": steps, "lr": lr, "best_lr": best_lr,
         "ml3": ml3.tolist(), "model_same_lr": grid[lr].tolist(),
         "model_best_lr": grid[best_lr].tolist(),
+        "lr_grid": list(cfg["lr_grid"]),
         "model_grid_final": {str(k): v[:, -1].tolist() for k, v in grid.items()},
         "meta_history": loss.meta_history_.tolist(),
         "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
@@ -150,7 +151,7 @@ def report(name: str, out: Path) -> dict:
     result = {
         "benchmark": f"model_based_{name}", "env_id": runs[0]["env_id"],
         "seeds": [r["seed"] for r in runs], "steps": steps, "summary": summary,
-        "best_lr_per_seed": [r["best_lr"] for r in runs], "lr_grid": list(LR_GRID),
+        "best_lr_per_seed": [r["best_lr"] for r in runs], "lr_grid": runs[0]["lr_grid"],
         "meta_train_time_s": {"wall_mean": float(np.mean(meta_wall)),
                               "cpu_mean": float(np.mean(meta_cpu)),
                               "wall_per_seed": meta_wall, "cpu_per_seed": meta_cpu},
@@ -198,7 +199,7 @@ def report(name: str, out: Path) -> dict:
 
     lines = [f"# Model-based ML3 on {runs[0]['env_id']}", "",
              f"Seeds: {result['seeds']}; meta-training options: {runs[0]['meta_options']}; "
-             f"lr grid {list(LR_GRID)} (best per seed: {result['best_lr_per_seed']}).", "",
+             f"lr grid {runs[0]['lr_grid']} (best per seed: {result['best_lr_per_seed']}).", "",
              f"Meta-training wall time {np.mean(meta_wall):.1f} s, CPU "
              f"{np.mean(meta_cpu):.1f} s per seed (one thread).", "",
              "Real-environment final distance to the goal (mean +- std over seeds of the "
