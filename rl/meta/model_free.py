@@ -303,6 +303,7 @@ def meta_train_policy_loss(
     n_goals: int = 20,
     loss: LearnedLoss | None = None,
     loss_hidden_layer_sizes: Sequence[int] = (64, 64),
+    loss_output: str = "none",
     policy_hidden_sizes: Sequence[int] = (64, 64),
     log_std_init: float = 0.0,
     rollout_episodes: int = 10,
@@ -343,7 +344,12 @@ def meta_train_policy_loss(
         Used only when ``goals`` is None.
     loss : LearnedLoss, optional
         A features loss to continue training; by default a new one with
-        ``loss_hidden_layer_sizes`` (ReLU, biases, Softplus output).
+        ``loss_hidden_layer_sizes`` (ReLU, biases) and ``loss_output``.
+    loss_output : {"none", "softplus"}, default="none"
+        Output of the loss network. A Softplus floor lets the policy push every
+        sampled row of a mini-batch to a loss of ~0 within a few steps, where
+        the gradients of both the inner and the meta level vanish; a linear
+        output (like a policy-gradient surrogate, unbounded) keeps them alive.
     policy_hidden_sizes : sequence of int, default=(64, 64)
         Hidden layers of the meta-training policies (tanh, like SB3's
         ``MlpPolicy``). Other sizes can be trained at meta-test time.
@@ -410,6 +416,7 @@ def meta_train_policy_loss(
     if loss is None:
         loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
                            hidden_layer_sizes=loss_hidden_layer_sizes, bias=True,
+                           output=loss_output,
                            random_state=random_state)
     elif loss.kind != "features" or loss.n_inputs != problem.n_loss_inputs:
         raise ValueError(f"loss must be a LearnedLoss(kind='features', n_inputs="
