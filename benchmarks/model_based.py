@@ -197,6 +197,8 @@ def report(name: str, out: Path) -> dict:
     fig.savefig(out / "trajectories.png", dpi=120)
     plt.close(fig)
 
+    # columns: the first evaluations after the start, the middle and the end
+    cols = sorted({i for i in (1, 2, len(steps) // 2, len(steps) - 1) if 0 < i < len(steps)})
     lines = [f"# Model-based ML3 on {runs[0]['env_id']}", "",
              f"Seeds: {result['seeds']}; meta-training options: {runs[0]['meta_options']}; "
              f"lr grid {runs[0]['lr_grid']} (best per seed: {result['best_lr_per_seed']}).", "",
@@ -204,14 +206,12 @@ def report(name: str, out: Path) -> dict:
              f"{np.mean(meta_cpu):.1f} s per seed (one thread).", "",
              "Real-environment final distance to the goal (mean +- std over seeds of the "
              "10-goal mean; right/left: the 5 goals of each half-plane):", "",
-             "| method | " + " | ".join(f"{s} updates" for s in (steps[0], steps[len(steps) // 2],
-                                                               steps[-1]))
+             "| method | " + " | ".join(f"{steps[i]} updates" for i in cols)
              + " | right, final | left, final |",
-             "|---|---|---|---|---|---|"]
+             "|---|" + "---|" * (len(cols) + 2)]
     for key, label in methods.items():
         s = summary[key]
-        cells = [f"{s['all']['mean'][i]:.3f} +- {s['all']['std'][i]:.3f}"
-                 for i in (0, len(steps) // 2, -1)]
+        cells = [f"{s['all']['mean'][i]:.3f} +- {s['all']['std'][i]:.3f}" for i in cols]
         cells += [f"{s[r]['mean'][-1]:.3f} +- {s[r]['std'][-1]:.3f}" for r in ("right", "left")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "![curves](distance_vs_updates.png)", "", "![trajectories](trajectories.png)"]
