@@ -282,10 +282,10 @@ def write_report(results: dict, path: Path) -> None:
                      f"| {item['samples_to_80pct'] or 'not reached'} |")
     lines += ["", f"Initial distance {s['initial_distance']:.4f}; 80% target distance "
               f"{s['target_distance_80pct']:.4f}.", "", "## Architectures (ML3, same loss)", "",
-              "| actor | final distance | samples to 80% |", "|---|---|---|"]
+              "| actor | distance at step 0 | final distance |", "|---|---|---|"]
     for name, item in results["architectures"]["methods"].items():
-        lines.append(f"| {name} | {fmt(item['final_distance'])} | "
-                     f"{item['samples_to_80pct'] or 'not reached'} |")
+        lines.append(f"| {name} | {item['distance_mean'][0]:.4f} | "
+                     f"{fmt(item['final_distance'])} |")
     lines += ["", "![](ml3_vs_ppo.png)", "![](architectures.png)", "![](meta_training.png)", ""]
     path.write_text("\n".join(lines))
 
