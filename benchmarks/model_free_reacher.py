@@ -4,7 +4,8 @@
    :func:`rl.meta_train_policy_loss` on training goals (resumable checkpoint
    in the output folder).
 2. On held-out goals (separate draws, never seen in meta-training) train
-   fresh policies with :class:`rl.ML3` (learned loss only, no rewards) and
+   fresh policies with :class:`rl.ML3` (learned loss only, no rewards), with
+   ML3 and the same loss network before meta-training (a control), and
    with Stable-Baselines3 PPO tuned as in PROTOCOLS.md section 4 (n_steps
    512, batch 32, 5 epochs, gamma 0.9, normalised observations), on the same
    sample budget. Deterministic evaluations every ``--eval-every`` steps
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -103,7 +105,7 @@ def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch
     """One training run with its evaluation curve (cached in ``out/runs`` for resuming)."""
     arch = "default" if net_arch is None else "-".join(map(str, net_arch))
     key = f"{method}_{arch}_{goal[0]:.4f}_{goal[1]:.4f}_{seed}_{budget}"
-    if method == "ML3":  # depends on the loss, i.e. on how long it was meta-trained
+    if method.startswith("ML3"):  # depends on the loss, i.e. on how long it was meta-trained
         key += f"_meta{args.meta_iter}"
     cache = args.out / "runs" / f"{key}.json"
     if cache.exists():
@@ -118,7 +120,7 @@ def _train(method, goal, seed, budget, args, loss, net_arch) -> dict:
     env = DummyVecEnv([lambda: gym.make(ENV_ID, goal=goal)])
     env.seed(seed)
     start = time.process_time()
-    if method == "ML3":
+    if method.startswith("ML3"):
         kwargs = {} if net_arch is None else {"policy_kwargs": {"net_arch": net_arch}}
         model = ML3("MlpPolicy", env, learned_loss=loss, seed=seed, **kwargs)
     else:
@@ -218,11 +220,17 @@ def main(argv=None) -> dict:
         loss.save(loss_path)
     meta_time = loss.meta_info_["meta_train_time_s"]
 
-    jobs = [(m, g, s) for g in range(len(test_goals)) for s in range(args.seeds)
-            for m in ("ML3", "PPO")]
-    runs: dict[str, list[dict]] = {"ML3": [], "PPO": []}
+    # control: the same network before meta-training, used with the same settings
+    untrained = LearnedLoss(**loss.get_config(), random_state=0)
+    untrained.meta_info_ = dict(loss.meta_info_)
+    losses = {"ML3": loss, "ML3-untrained": untrained, "PPO": None}
+    jobs = [(m, g, s) for g in range(len(test_goals)) for s in range(args.seeds) for m in losses]
+    runs: dict[str, list[dict]] = {m: [] for m in losses}
     for method, g, seed in tqdm(jobs, desc="meta-test runs"):
-        runs[method].append(run_one(method, test_goals[g], seed, args.budget, args, loss))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="this LearnedLoss has not been meta")
+            runs[method].append(run_one(method, test_goals[g], seed, args.budget, args,
+                                        losses[method]))
     summary = summarise(runs)
     plot_curves(summary, args.out / "ml3_vs_ppo.png",
                 f"ReacherGoal, {args.goals} held-out goals x {args.seeds} seeds")
