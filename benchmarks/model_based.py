@@ -16,7 +16,7 @@ be split (``--seeds 0 1`` then ``--seeds 2 3 4``) and resumed.
 Usage::
 
     python benchmarks/model_based.py --env pointmass            # 5 seeds, ~1 min/seed
-    python benchmarks/model_based.py --env reacher              # small: 3 seeds, short budget
+    python benchmarks/model_based.py --env reacher              # 3 seeds, a 5-value lr grid
     python benchmarks/model_based.py --env pointmass --full     # longer meta-training
 """
 
@@ -56,10 +56,10 @@ CONFIGS = {
     },
     "reacher": {
         "env_id": "ml3/ReacherGoal-v0", "seeds": 3,
-        "meta": {"n_meta_iter": 60, "inner_steps": 10, "tasks_per_iter": 1,
+        "meta": {"n_meta_iter": 200, "inner_steps": 10, "tasks_per_iter": 2,
                  "inner_lr": 0.1, "meta_lr": 3e-3},
-        "full_meta": {"n_meta_iter": 400, "tasks_per_iter": 2},
-        "n_updates": 30, "eval_every": 5, "lr_grid": (1e-3, 1e-2, 1e-1, 3e-1),
+        "full_meta": {"n_meta_iter": 600},
+        "n_updates": 40, "eval_every": 5, "lr_grid": (1e-3, 1e-2, 1e-1, 3e-1, 1.0),
     },
 }
 

@@ -255,8 +255,9 @@ class ModelBasedProblem:
                 f"action_dim {self.spec.action_dim}, got {dynamics.state_dim} and "
                 f"{dynamics.action_dim}"
             )
+        env = self.spec.make().unwrapped
         for goal in goals:
-            self.spec.make().unwrapped.validate_goal(goal)
+            env.validate_goal(goal)
         self.goals = goals
         self.dynamics = dynamics
         self.policy_hidden = tuple(int(h) for h in policy_hidden)
