@@ -202,10 +202,11 @@ def _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Markdown table of test MSE (mean +- std over seeds) at the report steps."""
+    """Markdown table of test MSE (mean ± std over seeds) at the report steps."""
     table = results["test_mse"]
     steps = list(next(iter(table.values())))
     best = set(results["best_lr"].values())
+    many = len(results["seeds"]) > 1  # a spread over one seed would read as certainty
     rows = ["| method | " + " | ".join(steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name, cells in table.items():
         if name != "learned" and name not in best and not name.endswith(f"@{LR:g}"):
@@ -214,7 +215,8 @@ def format_table(results: dict[str, Any]) -> str:
         if name in best:
             label += " (best lr)"
         rows.append(f"| {label} | " + " | ".join(
-            f"{cells[s]['mean']:.3f} ± {cells[s]['std']:.3f}" for s in steps) + " |")
+            f"{cells[s]['mean']:.3f}" + (f" ± {cells[s]['std']:.3f}" if many else "")
+            for s in steps) + " |")
     return "\n".join(rows)
 
 
