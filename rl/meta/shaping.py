@@ -1,0 +1,542 @@
+"""Shaping policy losses with meta-train-only information (paper III-C, IV-B.3-4).
+
+Two model-based problems with *known* dynamics: the policy's rollouts and
+the task loss run through the exact torch twins of the environments
+(:func:`rl.envs.mountain_car_step`, :func:`rl.envs.reacher_step`), and the
+task loss is differentiated through those dynamics. Both follow the shaping
+convention of :mod:`sklearn_ml3.shaping`,
+
+    L_T = beta * task_loss + gamma * L_extra,
+
+with the meta-train-only information in the task's ``extra`` mapping:
+
+- :class:`MountainCarShapingProblem`: the task loss is the final distance to
+  the goal; the shaping term rewards visiting an intermediate point on the
+  left hill (``extra["intermediate"]``), which a greedy optimiser never does;
+- :class:`ReacherExpertProblem`: the task loss is behavioural cloning of
+  iLQR expert actions (``extra["expert_states"]``, ``extra["expert_actions"]``).
+
+In both, the learned loss (``LearnedLoss(kind="features")``) reads one row
+per time step of the policy's own rollout: the state features, the action
+(differentiable w.r.t. the policy) and the goal. At meta-test,
+:func:`train_policy_with_loss` trains a fresh policy with the learned loss
+alone; it reads only ``task.goal``, never ``task.extra``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from sklearn_ml3._utils import build_seeded
+from sklearn_ml3.meta.optim import torch_optimizer
+
+Params = dict[str, torch.Tensor]
+
+
+class GoalTask(NamedTuple):
+    """One goal-reaching task.
+
+    Attributes
+    ----------
+    goal : Tensor of shape (goal_dim,)
+        What the policy, the learned loss and the meta-test metric see.
+    extra : Mapping[str, Tensor]
+        Meta-train-only information, read by the shaped task loss only
+        (empty for meta-test tasks).
+    """
+
+    goal: torch.Tensor
+    extra: Mapping[str, torch.Tensor]
+
+
+class TwinPolicy(nn.Module):
+    """Deterministic policy ``a = tanh(MLP(features))`` for actions in ``[-1, 1]``.
+
+    Parameters
+    ----------
+    n_features, n_actions : int
+    hidden_layer_sizes : sequence of int, default=(32, 32)
+    """
+
+    def __init__(self, n_features: int, n_actions: int,
+                 hidden_layer_sizes: Sequence[int] = (32, 32)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = int(n_features)
+        for size in hidden_layer_sizes:
+            layers += [nn.Linear(width, int(size)), nn.Tanh()]
+            width = int(size)
+        layers.append(nn.Linear(width, int(n_actions)))
+        self.net = nn.Sequential(*layers)
+        self.n_layers = len(hidden_layer_sizes) + 1
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.act(dict(self.named_parameters()), features)
+
+    def act(self, params: Params, features: torch.Tensor) -> torch.Tensor:
+        """The policy with parameters ``params`` (functional, no module overhead)."""
+        x = features
+        for i in range(self.n_layers):
+            x = torch.tanh(nn.functional.linear(x, params[f"net.{2 * i}.weight"],
+                                                params[f"net.{2 * i}.bias"]))
+        return x
+
+
+class _TwinGoalProblem:
+    """Shared machinery: a policy rolled out from a fixed start through torch dynamics."""
+
+    vectorizable = False
+    n_actions: int
+    n_features: int
+    horizon: int
+
+    def __init__(self, goals, goal_dim: int, policy_hidden: Sequence[int] | None) -> None:
+        goals = np.asarray(goals, dtype=np.float64)
+        if goals.ndim == 1 and goal_dim == 1:
+            goals = goals[:, None]
+        if goals.ndim != 2 or goals.shape[1] != goal_dim or len(goals) == 0:
+            raise ValueError(f"goals must have shape (n_goals, {goal_dim}), got {goals.shape}")
+        if not np.all(np.isfinite(goals)):
+            raise ValueError("goals must be finite")
+        self.goals = goals
+        if policy_hidden is None:
+            self.policy_hidden = None
+        else:
+            self.policy_hidden = tuple(int(h) for h in policy_hidden)
+            if any(h < 1 for h in self.policy_hidden):
+                raise ValueError(f"policy_hidden sizes must be positive, got {policy_hidden}")
+        self.policy = build_seeded(self._new_policy, 0)
+
+    # --------------------------------------------------------- to specialise
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, states: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def start_state(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
+        raise NotImplementedError
+
+    def make_task(self, goal) -> GoalTask:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- common
+    def _new_policy(self) -> TwinPolicy:
+        return TwinPolicy(self.n_features, self.n_actions, self.policy_hidden or ())
+
+    @property
+    def n_loss_inputs(self) -> int:
+        """Features per row of :meth:`loss_inputs` (``LearnedLoss(n_inputs=...)``)."""
+        return self.n_features + self.n_actions
+
+    def act(self, params: Params, states: torch.Tensor, goal: torch.Tensor,
+            t: int | slice | None = None) -> torch.Tensor:
+        """Actions at ``states`` (time step(s) ``t``, used by open-loop policies)."""
+        if "u" in params:  # open loop: one unconstrained action per time step
+            return torch.tanh(params["u"][t if t is not None else slice(None)])
+        return self.policy.act(params, self.features(states, goal))
+
+    def rollout(self, params: Params, goal: torch.Tensor,
+                start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``(T + 1, n_state)`` and actions ``(T, n_actions)`` of the policy.
+
+        Differentiable w.r.t. ``params`` through the dynamics unless called
+        under :func:`torch.no_grad`.
+        """
+        state = self.start_state() if start is None else start
+        states, actions = [state], []
+        for t in range(self.horizon):
+            action = self.act(params, state, goal, t)
+            state = self.step(state, action)
+            states.append(state)
+            actions.append(action)
+        return torch.stack(states), torch.stack(actions)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
+        idx = rng.integers(len(self.goals), size=n)
+        return [self._train_tasks[int(i)] for i in idx]
+
+    def init_params(self, task: Any, seed: int) -> Params:
+        if self.policy_hidden is None:  # open loop: small random actions
+            gen = torch.Generator().manual_seed(int(seed))
+            return {"u": 0.1 * torch.randn(self.horizon, self.n_actions, generator=gen)}
+        module = build_seeded(self._new_policy, seed)
+        return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+    def loss_inputs(self, params: Params, task: GoalTask) -> tuple[torch.Tensor, ...]:
+        """One row per time step: ``(features(s_t, goal), a_t)``.
+
+        The states come from a rollout of the detached policy (the twin plays
+        the environment); the actions are recomputed from them so that they
+        are differentiable w.r.t. ``params``. Reads ``task.goal`` only.
+        """
+        with torch.no_grad():
+            states, _ = self.rollout({k: v.detach() for k, v in params.items()}, task.goal)
+        states = states[:-1]
+        return self.features(states, task.goal), self.act(params, states, task.goal)
+
+
+def _check_weights(shaped: bool, beta: float, gamma: float) -> tuple[float, float]:
+    beta, gamma = float(beta), float(gamma)
+    if not (math.isfinite(beta) and math.isfinite(gamma)) or beta < 0 or gamma < 0:
+        raise ValueError(f"beta and gamma must be non-negative numbers, got {beta}, {gamma}")
+    if shaped and beta == 0 and gamma == 0:
+        raise ValueError("beta and gamma cannot both be 0")
+    return beta, gamma
+
+
+# ---------------------------------------------------------------- mountain car
+class MountainCarShapingProblem(_TwinGoalProblem):
+    """MountainCarGoal from rest at the valley bottom, shaped by an intermediate goal.
+
+    A task is a goal position (on the right hill by default). The policy
+    reads ``(position, velocity / 0.07, goal, goal - position)`` and drives
+    the car for ``horizon`` steps of :func:`rl.envs.mountain_car_step` from
+    rest at the valley bottom. Task loss of the updated policy, through the
+    twin dynamics:
+
+    - unshaped: ``|x_T - goal|``;
+    - shaped: ``beta * |x_T - goal| + gamma * min_t (x_t - x_left)^2``, with
+      the intermediate point ``x_left`` stored in ``task.extra["intermediate"]``.
+
+    Parameters
+    ----------
+    goals : array-like of shape (n_goals,) or (n_goals, 1)
+        Meta-training goal positions in ``[-1.2, 0.6]``.
+    shaped : bool, default=True
+    beta, gamma : float, default=1.0, 1.0
+    intermediate : float, default=-1.0
+        The point on the left hill (meta-train-only information).
+    horizon : int, default=100
+    policy_hidden : sequence of int or None, default=(16, 16)
+        Hidden widths of the MLP policy; ``None`` makes the policy an
+        open-loop action sequence ``a_t = tanh(u_t)`` (parameters ``{"u"}``).
+    """
+
+    n_actions = 1
+    n_features = 4
+
+    def __init__(self, goals, *, shaped: bool = True, beta: float = 1.0, gamma: float = 1.0,
+                 intermediate: float = -1.0, horizon: int = 100,
+                 policy_hidden: Sequence[int] | None = (16, 16)) -> None:
+        from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION
+
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
+        self.horizon = int(horizon)
+        super().__init__(goals, 1, policy_hidden)
+        if np.any(self.goals < MIN_POSITION) or np.any(self.goals > MAX_POSITION):
+            raise ValueError(f"goal positions must lie in [{MIN_POSITION}, {MAX_POSITION}]")
+        if not MIN_POSITION <= float(intermediate) <= MAX_POSITION:
+            raise ValueError(f"intermediate must lie in [{MIN_POSITION}, {MAX_POSITION}], "
+                             f"got {intermediate}")
+        self.shaped = bool(shaped)
+        self.beta, self.gamma = _check_weights(self.shaped, beta, gamma)
+        self.intermediate = float(intermediate)
+        self._train_tasks = [self.make_task(g, with_extra=True) for g in self.goals]
+
+    def make_task(self, goal, with_extra: bool = False) -> GoalTask:
+        """The task of ``goal``; ``with_extra`` adds the intermediate point (meta-train only)."""
+        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float64).reshape(1),
+                                 dtype=torch.float32)
+        extra = {"intermediate": torch.tensor(self.intermediate)} if with_extra else {}
+        return GoalTask(goal_t, extra)
+
+    def step(self, state, action):
+        from rl.envs.mountain_car import mountain_car_step
+
+        return mountain_car_step(state, action)
+
+    def start_state(self) -> torch.Tensor:
+        from rl.envs.mountain_car import VALLEY_BOTTOM
+
+        return torch.tensor([VALLEY_BOTTOM, 0.0])
+
+    def features(self, states, goal):
+        from rl.envs.mountain_car import MAX_SPEED
+
+        pos, vel = states[..., :1], states[..., 1:2] / MAX_SPEED
+        goal = goal.expand(*pos.shape[:-1], 1)
+        return torch.cat([pos, vel, goal, goal - pos], -1)
+
+    def final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
+        """``|x_T - goal|`` of a differentiable twin rollout (reads ``task.goal`` only)."""
+        states, _ = self.rollout(params, task.goal)
+        return torch.sqrt((states[-1, 0] - task.goal[0]) ** 2 + 1e-10)
+
+    def task_loss(self, params: Params, task: GoalTask) -> torch.Tensor:
+        states, _ = self.rollout(params, task.goal)
+        distance = torch.sqrt((states[-1, 0] - task.goal[0]) ** 2 + 1e-10)
+        if not self.shaped:
+            return distance
+        visit = ((states[:, 0] - task.extra["intermediate"]) ** 2).min()
+        return self.beta * distance + self.gamma * visit
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "mountain_car_shaping", "shaped": self.shaped, "beta": self.beta,
+                "gamma": self.gamma, "intermediate": self.intermediate,
+                "horizon": self.horizon, "goals": self.goals.ravel().tolist(),
+                "policy_hidden": None if self.policy_hidden is None else list(self.policy_hidden),
+                "dynamics": "mountain_car_step"}
+
+
+# ------------------------------------------------------------------ reacher
+class ReacherExpertProblem(_TwinGoalProblem):
+    """ReacherGoal from rest at ``q = 0``, meta-trained on iLQR expert demonstrations.
+
+    A task is a target ``(x, y)``. The policy reads ReacherGoal's observation
+    ``(cos q, sin q, qd, fingertip - goal, goal)`` (so it runs unchanged in
+    ``ml3/ReacherGoal-v0``) and acts for ``horizon`` steps of
+    :func:`rl.envs.reacher_step`. Task loss of the updated policy:
+
+    - shaped (the paper's): ``beta * ||tip_T - goal|| + gamma * BC`` with the
+      behavioural-cloning error ``BC = mean_t ||pi(s*_t) - a*_t||^2`` on the
+      expert's states and actions (``task.extra``); ``beta=0`` by default;
+    - unshaped: ``||tip_T - goal||`` through the twin.
+
+    Expert plans (:func:`rl.baselines.expert_actions_reacher`) are computed
+    once per training goal, from the same start state.
+
+    Parameters
+    ----------
+    goals : array-like of shape (n_goals, 2)
+        Meta-training targets (within reach).
+    shaped : bool, default=True
+    beta, gamma : float, default=0.0, 1.0
+    horizon : int, default=50
+    expert_iter : int, default=30
+        iLQR iterations per expert plan.
+    policy_hidden : sequence of int, default=(32, 32)
+    """
+
+    n_actions = 2
+    n_features = 10
+
+    def __init__(self, goals, *, shaped: bool = True, beta: float = 0.0, gamma: float = 1.0,
+                 horizon: int = 50, expert_iter: int = 30,
+                 policy_hidden: Sequence[int] = (32, 32)) -> None:
+        from rl.envs.reacher import REACHER_REACH
+
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
+        self.horizon = int(horizon)
+        super().__init__(goals, 2, policy_hidden)
+        if np.any(np.linalg.norm(self.goals, axis=1) > REACHER_REACH):
+            raise ValueError(f"targets must be within reach (norm <= {REACHER_REACH})")
+        self.shaped = bool(shaped)
+        self.beta, self.gamma = _check_weights(self.shaped, beta, gamma)
+        self.expert_iter = int(expert_iter)
+        self._train_tasks = [self.make_task(g, with_expert=True) for g in self.goals]
+
+    def make_task(self, goal, with_expert: bool = False) -> GoalTask:
+        """The task of ``goal``; ``with_expert`` plans the iLQR demonstration (meta-train only)."""
+        goal = np.asarray(goal, dtype=np.float64).reshape(2)
+        extra: dict[str, torch.Tensor] = {}
+        if with_expert:
+            from rl.baselines import expert_actions_reacher
+
+            actions, states, _ = expert_actions_reacher(
+                goal, self.start_state().double().numpy(), self.horizon, self.expert_iter)
+            extra = {"expert_states": torch.as_tensor(states[:-1], dtype=torch.float32),
+                     "expert_actions": torch.as_tensor(actions, dtype=torch.float32)}
+        return GoalTask(torch.as_tensor(goal, dtype=torch.float32), extra)
+
+    def step(self, state, action):
+        from rl.envs.planar_arm import reacher_step
+
+        return reacher_step(state, action)
+
+    def start_state(self) -> torch.Tensor:
+        return torch.zeros(4)
+
+    def features(self, states, goal):
+        from rl.envs.planar_arm import reacher_fingertip
+
+        q, qd = states[..., :2], states[..., 2:4]
+        goal = goal.expand(*q.shape[:-1], 2)
+        tip = reacher_fingertip(q)
+        return torch.cat([torch.cos(q), torch.sin(q), qd, tip - goal, goal], -1)
+
+    def final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
+        """``||tip_T - goal||`` of a differentiable twin rollout (reads ``task.goal`` only)."""
+        from rl.envs.planar_arm import reacher_fingertip
+
+        states, _ = self.rollout(params, task.goal)
+        offset = reacher_fingertip(states[-1, :2]) - task.goal
+        return torch.sqrt((offset**2).sum() + 1e-10)
+
+    def cloning_error(self, params: Params, task: GoalTask) -> torch.Tensor:
+        """``mean_t ||pi(s*_t) - a*_t||^2`` on the expert demonstration in ``task.extra``."""
+        pred = self.act(params, task.extra["expert_states"], task.goal)
+        return ((pred - task.extra["expert_actions"]) ** 2).sum(-1).mean()
+
+    def task_loss(self, params: Params, task: GoalTask) -> torch.Tensor:
+        if not self.shaped:
+            return self.final_distance(params, task)
+        value = self.gamma * self.cloning_error(params, task)
+        if self.beta:
+            value = value + self.beta * self.final_distance(params, task)
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "reacher_expert_shaping", "shaped": self.shaped, "beta": self.beta,
+                "gamma": self.gamma, "horizon": self.horizon, "goals": self.goals.tolist(),
+                "expert_iter": self.expert_iter, "policy_hidden": list(self.policy_hidden),
+                "dynamics": "reacher_step"}
+
+
+# ------------------------------------------------------------------ meta-test
+def train_policy_with_loss(problem: _TwinGoalProblem, loss, task: GoalTask, *,
+                           n_updates: int, lr: float, solver: str = "sgd", seed: int = 0,
+                           ) -> tuple[np.ndarray, Params]:
+    """Train a fresh policy on ``task`` with ``loss`` alone; final distance after every update.
+
+    Only ``problem.init_params``, ``problem.loss_inputs`` and
+    ``problem.final_distance`` are used: they read ``task.goal``, never
+    ``task.extra``.
+
+    Parameters
+    ----------
+    problem : MountainCarShapingProblem or ReacherExpertProblem
+    loss : callable
+        A meta-trained :class:`~sklearn_ml3.LearnedLoss` (``kind="features"``).
+    task : GoalTask
+    n_updates : int
+    lr : float
+    solver : {"sgd", "momentum", "adam"}, default="sgd"
+    seed : int, default=0
+        Policy initialisation.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_updates + 1,)
+        Final distance to the goal in the twin, before and after every update.
+    params : dict
+        The trained policy's parameters.
+    """
+    return _train(problem, lambda p: loss(*problem.loss_inputs(p, task)), task,
+                  n_updates, lr, solver, seed)
+
+
+def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_updates: int,
+                              lr: float, solver: str = "adam", seed: int = 0,
+                              ) -> tuple[np.ndarray, Params]:
+    """Baseline: gradient descent on the final distance through the twin dynamics.
+
+    The hand-written loss of the model-based setting (no extra information).
+    Same returns as :func:`train_policy_with_loss`.
+    """
+    return _train(problem, lambda p: problem.final_distance(p, task), task, n_updates, lr,
+                  solver, seed)
+
+
+def _train(problem, objective, task, n_updates, lr, solver, seed):
+    if int(n_updates) < 0:
+        raise ValueError(f"n_updates must be non-negative, got {n_updates}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    params = {k: v.requires_grad_() for k, v in problem.init_params(task, seed).items()}
+    optimizer = torch_optimizer(solver, list(params.values()), lr)
+
+    def distance() -> float:
+        with torch.no_grad():
+            return float(problem.final_distance(params, task))
+
+    curve = [distance()]
+    for _ in range(int(n_updates)):
+        optimizer.zero_grad(set_to_none=True)
+        objective(params).backward()
+        optimizer.step()
+        curve.append(distance())
+    return np.asarray(curve), {k: v.detach().clone() for k, v in params.items()}
+
+
+def behaviour_cloning(problem: ReacherExpertProblem, tasks: Sequence[GoalTask], *,
+                      n_updates: int = 500, lr: float = 1e-2, seed: int = 0) -> Params:
+    """Baseline: fit one goal-conditioned policy to the expert data of ``tasks`` (Adam, MSE).
+
+    Reads ``task.extra`` (the demonstrations): this is the meta-train-time
+    information used directly, without a learned loss.
+    """
+    if not tasks:
+        raise ValueError("behaviour_cloning needs at least one task with a demonstration")
+    params = {k: v.requires_grad_() for k, v in problem.init_params(tasks[0], seed).items()}
+    optimizer = torch.optim.Adam(list(params.values()), lr=lr)
+    for _ in range(int(n_updates)):
+        optimizer.zero_grad(set_to_none=True)
+        torch.stack([problem.cloning_error(params, t) for t in tasks]).mean().backward()
+        optimizer.step()
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+# ------------------------------------------------------- gymnasium checks
+def evaluate_in_env(problem: _TwinGoalProblem, params: Params, goal, *, seed: int = 0,
+                    n_steps: int | None = None) -> dict[str, float]:
+    """Roll the policy out in the real gymnasium environment.
+
+    MountainCar: ``ml3/MountainCarGoal-v0`` started at rest at the valley
+    bottom; Reacher: ``ml3/ReacherGoal-v0`` (its own start noise, seeded).
+
+    Returns
+    -------
+    result : dict
+        ``final_distance``, ``min_distance`` and ``success`` (the env's
+        ``info["is_success"]`` at the last step).
+    """
+    import gymnasium as gym
+
+    import rl.envs  # noqa: F401  (registers the ml3/ envs)
+
+    goal = np.asarray(goal, dtype=np.float64).ravel()
+    n_steps = problem.horizon if n_steps is None else int(n_steps)
+    if isinstance(problem, MountainCarShapingProblem):
+        from rl.envs.mountain_car import VALLEY_BOTTOM
+
+        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), horizon=n_steps,
+                       init_low=VALLEY_BOTTOM, init_high=VALLEY_BOTTOM)
+
+        def obs_to_features(obs):
+            state = torch.as_tensor(obs[:2], dtype=torch.float32)
+            return problem.features(state, torch.as_tensor(goal, dtype=torch.float32))
+    else:
+        env = gym.make("ml3/ReacherGoal-v0", goal=goal, max_episode_steps=n_steps)
+
+        def obs_to_features(obs):
+            return torch.as_tensor(obs, dtype=torch.float32)
+
+    obs, _ = env.reset(seed=seed)
+    distances, info = [], {}
+    with torch.no_grad():
+        for t in range(n_steps):
+            if "u" in params:
+                action = torch.tanh(params["u"][t]).numpy()
+            else:
+                action = problem.policy.act(params, obs_to_features(obs)).numpy()
+            obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
+            distances.append(float(info["distance"]))
+            if terminated or truncated:
+                break
+    env.close()
+    return {"final_distance": distances[-1], "min_distance": min(distances),
+            "success": bool(info["is_success"])}
+
+
+__all__ = [
+    "GoalTask",
+    "MountainCarShapingProblem",
+    "ReacherExpertProblem",
+    "TwinPolicy",
+    "behaviour_cloning",
+    "evaluate_in_env",
+    "train_policy_on_task_loss",
+    "train_policy_with_loss",
+]

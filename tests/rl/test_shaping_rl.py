@@ -1,0 +1,149 @@
+"""Shaped policy losses: MountainCar intermediate goals and Reacher expert demonstrations."""
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+import torch
+
+from rl.envs.mountain_car import mountain_car_step
+from rl.meta.shaping import (
+    GoalTask,
+    MountainCarShapingProblem,
+    ReacherExpertProblem,
+    behaviour_cloning,
+    evaluate_in_env,
+    train_policy_on_task_loss,
+    train_policy_with_loss,
+)
+from sklearn_ml3 import LearnedLoss, meta_train
+
+
+class ForbiddenExtra(Mapping):
+    """Extra information that fails loudly when anything reads it."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"meta-test read task.extra[{key!r}]")
+
+    def __iter__(self):
+        raise AssertionError("meta-test iterated over task.extra")
+
+    def __len__(self):
+        raise AssertionError("meta-test asked for len(task.extra)")
+
+
+def features_loss(problem, seed=0):
+    return LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
+                       hidden_layer_sizes=(16,), random_state=seed)
+
+
+@pytest.fixture(scope="module")
+def reacher():
+    # short horizon and few iLQR iterations keep the expert plans cheap
+    return ReacherExpertProblem([[0.1, 0.1], [0.12, -0.05]], horizon=8, expert_iter=5,
+                                policy_hidden=(8,))
+
+
+def test_mountain_car_rollout_is_the_twin_dynamics():
+    problem = MountainCarShapingProblem([0.45], horizon=15, policy_hidden=None)
+    task = problem.make_task(0.45)
+    params = problem.init_params(task, 0)
+    states, actions = problem.rollout(params, task.goal)
+    state = problem.start_state()
+    for t in range(15):
+        state = mountain_car_step(state, torch.tanh(params["u"][t]))
+        torch.testing.assert_close(states[t + 1], state)
+    assert actions.shape == (15, 1)
+
+
+def test_mountain_car_task_loss_adds_the_intermediate_term():
+    problem = MountainCarShapingProblem([0.45], horizon=20, gamma=2.0, policy_hidden=(4,))
+    unshaped = MountainCarShapingProblem([0.45], horizon=20, shaped=False, policy_hidden=(4,))
+    task = problem.sample_tasks(1, np.random.default_rng(0))[0]
+    params = problem.init_params(task, 0)
+    states, _ = problem.rollout(params, task.goal)
+    visit = ((states[:, 0] - problem.intermediate) ** 2).min()
+    distance = unshaped.task_loss(params, task)
+    assert float(distance) == pytest.approx(abs(float(states[-1, 0]) - 0.45), abs=1e-4)
+    assert float(problem.task_loss(params, task)) == pytest.approx(
+        float(distance + 2.0 * visit), rel=1e-5)
+
+
+@pytest.mark.parametrize("policy_hidden", [None, (8,)])
+def test_mountain_car_meta_test_never_reads_extra(policy_hidden):
+    problem = MountainCarShapingProblem([0.4, 0.5], horizon=12, policy_hidden=policy_hidden)
+    loss = features_loss(problem)
+    meta_train(loss, problem, n_meta_iter=2, inner_steps=2, inner_optimizer="adam",
+               inner_lr=0.1, random_state=0, verbose=0)
+    task = problem.sample_tasks(1, np.random.default_rng(1))[0]
+    assert "intermediate" in task.extra  # meta-training tasks carry it ...
+    blind = task._replace(extra=ForbiddenExtra())  # ... meta-test must not need it
+    curve, params = train_policy_with_loss(problem, loss, blind, n_updates=3, lr=0.1,
+                                           solver="adam")
+    assert curve.shape == (4,) and np.all(np.isfinite(curve))
+    curve_direct, _ = train_policy_on_task_loss(problem, blind, n_updates=2, lr=0.1)
+    assert np.all(np.isfinite(curve_direct))
+    result = evaluate_in_env(problem, params, float(task.goal[0]))
+    # the gymnasium env and the twin agree on the final distance
+    assert result["final_distance"] == pytest.approx(curve[-1], abs=1e-3)
+
+
+def test_reacher_meta_test_never_reads_extra(reacher):
+    loss = features_loss(reacher)
+    meta_train(loss, reacher, n_meta_iter=2, inner_steps=2, inner_optimizer="adam",
+               inner_lr=0.01, random_state=0, verbose=0)
+    blind = reacher.make_task([-0.1, 0.08])._replace(extra=ForbiddenExtra())
+    curve, params = train_policy_with_loss(reacher, loss, blind, n_updates=2, lr=0.01,
+                                           solver="adam")
+    assert curve.shape == (3,) and np.all(np.isfinite(curve))
+    result = evaluate_in_env(reacher, params, [-0.1, 0.08])
+    assert set(result) == {"final_distance", "min_distance", "success"}
+
+
+def test_reacher_tasks_hold_the_expert_and_cloning_fits_it(reacher):
+    task = reacher.sample_tasks(1, np.random.default_rng(0))[0]
+    assert task.extra["expert_states"].shape == (8, 4)
+    assert task.extra["expert_actions"].shape == (8, 2)
+    assert reacher.make_task([0.1, 0.0]).extra == {}  # meta-test tasks have no expert
+    params = reacher.init_params(task, 0)
+    before = float(reacher.cloning_error(params, task))
+    fitted = behaviour_cloning(reacher, reacher._train_tasks, n_updates=100, lr=1e-2)
+    assert float(reacher.cloning_error(fitted, task)) < 0.5 * before
+
+
+def test_tiny_meta_training_lowers_the_cloning_task_loss(reacher):
+    torch.manual_seed(0)
+    loss = features_loss(reacher, seed=1)
+    meta_train(loss, reacher, n_meta_iter=40, inner_steps=1, tasks_per_iter=2,
+               inner_optimizer="sgd", inner_lr=1.0, meta_lr=1e-2, random_state=0, verbose=0)
+    history = loss.meta_history_
+    assert history[-10:].mean() < history[:10].mean()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MountainCarShapingProblem([[0.4, 0.5]]),
+    lambda: MountainCarShapingProblem([0.9]),
+    lambda: MountainCarShapingProblem([0.4], horizon=0),
+    lambda: MountainCarShapingProblem([0.4], intermediate=-2.0),
+    lambda: MountainCarShapingProblem([0.4], beta=0.0, gamma=0.0),
+    lambda: MountainCarShapingProblem([0.4], gamma=-1.0),
+    lambda: MountainCarShapingProblem([0.4], policy_hidden=(0,)),
+    lambda: ReacherExpertProblem([[0.3, 0.0]], expert_iter=1),
+    lambda: ReacherExpertProblem([0.1, 0.1], expert_iter=1),
+    lambda: ReacherExpertProblem(np.zeros((0, 2)), expert_iter=1),
+])
+def test_bad_arguments_raise(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_meta_test_rejects_bad_budget():
+    problem = MountainCarShapingProblem([0.45], horizon=5, policy_hidden=None)
+    task = GoalTask(torch.tensor([0.45]), {})
+    loss = features_loss(problem)
+    with pytest.raises(ValueError):
+        train_policy_with_loss(problem, loss, task, n_updates=-1, lr=0.1)
+    with pytest.raises(ValueError):
+        train_policy_with_loss(problem, loss, task, n_updates=2, lr=0.0)
+    with pytest.raises(ValueError):
+        behaviour_cloning(ReacherExpertProblem([[0.1, 0.1]], horizon=3, expert_iter=1), [])
