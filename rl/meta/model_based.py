@@ -115,6 +115,9 @@ def env_spec(env_id: str) -> GoalEnvSpec:
 class GoalPolicy(nn.Module):
     """Deterministic goal-conditioned policy ``a = bound * tanh(MLP(s, g, g - p))``.
 
+    The output layer starts small (weights scaled by 0.1, zero bias), so a
+    fresh policy applies gentle forces instead of saturated ones.
+
     ``p`` is the part of the state that must reach the goal; giving the
     offset ``g - p`` explicitly helps the policy (and the loss) carry over to
     goals in regions not seen during meta-training.
@@ -131,6 +134,9 @@ class GoalPolicy(nn.Module):
             layers += [nn.Linear(width, int(size)), nn.Tanh()]
             width = int(size)
         layers.append(nn.Linear(width, spec.action_dim))
+        with torch.no_grad():  # start from small actions, not from saturated bang-bang control
+            layers[-1].weight.mul_(0.1)
+            layers[-1].bias.zero_()
         self.net = nn.Sequential(*layers)
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
