@@ -161,7 +161,8 @@ class DynamicsEnsemble(nn.Module):
         """Fit (or keep fitting: weights are warm-started) on transitions.
 
         Every member gets its own bootstrap resample of the transitions.
-        Normalisation statistics are recomputed from the data on every call.
+        Normalisation statistics are recomputed from the data on every call,
+        and the parameters are made trainable again if they were frozen.
 
         Parameters
         ----------
@@ -192,6 +193,7 @@ class DynamicsEnsemble(nn.Module):
         if not (torch.isfinite(states).all() and torch.isfinite(actions).all()
                 and torch.isfinite(next_states).all()):
             raise ValueError("transitions contain NaN or infinity")
+        self.requires_grad_(True)  # a caller may have frozen the model between fits
         inputs = torch.cat([states, actions], -1)
         delta = next_states - states
         with torch.no_grad():

@@ -309,7 +309,13 @@ class ModelBasedProblem:
         for goal, params in recent:
             states, actions, _ = self.rollouts.real(params, goal, noise, self.rng)
             self.record(states, actions)
+        self.fit_dynamics(n_epochs)
+
+    def fit_dynamics(self, n_epochs: int) -> None:
+        """Fit the model on all stored transitions, then freeze it: the task loss
+        differentiates through the model, but never trains it."""
         self.dynamics.fit(*self.transitions(), n_epochs=n_epochs)
+        self.dynamics.requires_grad_(False)
 
     # ------------------------------------------------------------ MetaProblem
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
@@ -431,7 +437,7 @@ def meta_train_model_based_loss(
     problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden, model_member,
                                 random_state=int(rng.integers(2**31 - 1)))
     problem.collect_random(n_random_episodes)
-    dynamics.fit(*problem.transitions(), n_epochs=initial_epochs)
+    problem.fit_dynamics(initial_epochs)
     loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec),
                        hidden_layer_sizes=loss_hidden, output="softplus",
                        random_state=int(rng.integers(2**31 - 1)))

@@ -66,6 +66,8 @@ def test_meta_training_runs_the_mbrl_loop():
     assert loss.meta_info_["problem"]["type"] == "model_based_rl"
     # 2 random episodes, 6 inner rollouts, and 2 refits adding exploratory rollouts
     assert dynamics.n_transitions_ > (2 + 6) * env_spec(PM).horizon
+    # the task loss differentiates through the model but leaves it to its own fits
+    assert not any(p.requires_grad or p.grad is not None for p in dynamics.parameters())
     untouched = LearnedLoss(kind="features", n_inputs=loss.n_inputs, hidden_layer_sizes=(8,),
                             random_state=loss.random_state)
     changed = [not torch.equal(a, b) for a, b in
