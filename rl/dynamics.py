@@ -221,6 +221,7 @@ class DynamicsEnsemble(nn.Module):
                 optimizer.step()
                 total += float(loss.detach())
             epoch_loss = total / max(1, n // batch_size)
+        optimizer.zero_grad(set_to_none=True)
         self.n_transitions_ = n
         self.train_loss_ = epoch_loss
         return self
