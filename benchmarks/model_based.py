@@ -16,7 +16,7 @@ be split (``--seeds 0 1`` then ``--seeds 2 3 4``) and resumed.
 Usage::
 
     python benchmarks/model_based.py --env pointmass            # 5 seeds, ~1 min/seed
-    python benchmarks/model_based.py --env reacher              # 3 seeds, a 5-value lr grid
+    python benchmarks/model_based.py --env reacher              # 3 seeds, a 6-value lr grid
     python benchmarks/model_based.py --env pointmass --full     # longer meta-training
 """
 
@@ -59,7 +59,7 @@ CONFIGS = {
         "meta": {"n_meta_iter": 200, "inner_steps": 10, "tasks_per_iter": 2,
                  "inner_lr": 0.1, "meta_lr": 3e-3},
         "full_meta": {"n_meta_iter": 600},
-        "n_updates": 40, "eval_every": 5, "lr_grid": (1e-3, 1e-2, 1e-1, 3e-1, 1.0),
+        "n_updates": 40, "eval_every": 5, "lr_grid": (1e-4, 3e-4, 1e-3, 1e-2, 1e-1, 1.0),
     },
 }
 
