@@ -97,6 +97,25 @@ def policy_log_prob(params: Params, obs: torch.Tensor, actions: torch.Tensor) ->
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def loss_features(obs: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tensor,
+                  goal_dim: int, shift=None, scale=None) -> torch.Tensor:
+    """Rows ``(obs, action, log pi(action|obs), goal)`` of the learned loss.
+
+    The goal is the last ``goal_dim`` entries of ``obs``. With ``shift`` and
+    ``scale`` (one entry per feature) the features are standardised as
+    ``(x - shift) / scale``; meta-training fixes them from the rollouts of
+    untrained policies and :class:`rl.ML3` applies the same ones, so that
+    small-valued inputs such as a goal are not drowned by joint velocities.
+    """
+    goal = obs[:, obs.shape[1] - goal_dim:]
+    x = torch.cat([obs, actions, log_prob.reshape(-1, 1), goal], dim=-1)
+    if shift is not None:
+        x = x - torch.as_tensor(shift, dtype=x.dtype)
+    if scale is not None:
+        x = x / torch.as_tensor(scale, dtype=x.dtype)
+    return x
+
+
 class _GoalTask:
     """One goal plus the rollouts its current policy produced (mutable per episode)."""
 
@@ -124,22 +143,26 @@ class ModelFreeProblem:
     rollout_episodes : int, default=10
         Episodes per rollout (stepped together, one batched policy call per
         time step).
-    batch_size : int, default=100
-        Rows of the rollout per inner step.
+    batch_size : int or None, default=100
+        Rows of the rollout per inner step (None: the whole rollout).
     horizon : int, optional
         Episode length; defaults to the environment's registered limit.
     gamma : float, default=1.0
         Discount of the reward-to-go in the task loss.
     env_kwargs : dict, optional
         Passed to ``gymnasium.make``.
+    normalize_inputs : bool, default=True
+        Standardise the loss's input features with a shift and scale measured
+        once, on rollouts of untrained policies on the training goals
+        (``input_shift``, ``input_scale``).
     """
 
     vectorizable = False
 
     def __init__(self, env_id: str, goals, *, policy_hidden_sizes: Sequence[int] = (64, 64),
-                 log_std_init: float = 0.0, rollout_episodes: int = 10, batch_size: int = 100,
-                 horizon: int | None = None, gamma: float = 1.0,
-                 env_kwargs: dict[str, Any] | None = None):
+                 log_std_init: float = 0.0, rollout_episodes: int = 10,
+                 batch_size: int | None = 100, horizon: int | None = None, gamma: float = 1.0,
+                 env_kwargs: dict[str, Any] | None = None, normalize_inputs: bool = True):
         import rl.envs  # noqa: F401  (registers the ml3/* environments)
 
         self.env_id = env_id
@@ -168,7 +191,7 @@ class ModelFreeProblem:
         self.policy_hidden_sizes = tuple(int(h) for h in policy_hidden_sizes)
         self.log_std_init = float(log_std_init)
         self.rollout_episodes = int(rollout_episodes)
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size or self.rollout_episodes * self.horizon)
         if not 1 <= self.batch_size <= self.rollout_episodes * self.horizon:
             raise ValueError(f"batch_size must be in [1, rollout_episodes * horizon = "
                              f"{self.rollout_episodes * self.horizon}], got {batch_size}")
@@ -177,6 +200,37 @@ class ModelFreeProblem:
         self.high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
         #: Mean undiscounted return and final distance of every task-loss rollout.
         self.stats: list[dict[str, float]] = []
+        self.input_shift: list[float] | None = None
+        self.input_scale: list[float] | None = None
+        if normalize_inputs:
+            self._fit_input_normalisation()
+
+    def _fit_input_normalisation(self, n_policies: int = 4) -> None:
+        """Feature mean and std over rollouts of untrained policies on training goals."""
+        rng = np.random.default_rng(12345)
+        rows = []
+        for i in range(n_policies):
+            params = self.init_params(None, 1_000 + i)
+            goal = self.goals[rng.integers(len(self.goals))]
+            batch = self._flatten(self.rollout(params, goal, rng))
+            with torch.no_grad():
+                log_prob = policy_log_prob(params, batch["obs"], batch["actions"])
+                rows.append(loss_features(batch["obs"], batch["actions"], log_prob,
+                                          self.goal_dim))
+        x = torch.cat(rows).double()
+        std = x.std(0)
+        # goal columns vary only across goals: take their spread over all training goals
+        goals = torch.as_tensor(self.goals, dtype=torch.float64)
+        n = x.shape[1]
+        for cols in (slice(self.obs_dim - self.goal_dim, self.obs_dim),
+                     slice(n - self.goal_dim, n)):
+            std[cols] = goals.std(0) if len(goals) > 1 else torch.ones(self.goal_dim)
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        mean = x.mean(0)
+        mean[self.obs_dim - self.goal_dim:self.obs_dim] = goals.mean(0)
+        mean[n - self.goal_dim:] = goals.mean(0)
+        self.input_shift = [float(v) for v in mean]
+        self.input_scale = [float(v) for v in std]
 
     @property
     def n_loss_inputs(self) -> int:
@@ -232,7 +286,8 @@ class ModelFreeProblem:
 
     def _features(self, params: Params, obs: torch.Tensor, actions: torch.Tensor):
         log_prob = policy_log_prob(params, obs, actions)
-        return obs, actions, log_prob, obs[:, self.obs_dim - self.goal_dim:]
+        return (loss_features(obs, actions, log_prob, self.goal_dim, self.input_shift,
+                              self.input_scale),)
 
     # ---------------------------------------------------------- MetaProblem
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[_GoalTask]:
@@ -293,6 +348,8 @@ class ModelFreeProblem:
             "batch_size": self.batch_size,
             "gamma": self.gamma,
             "task_loss": "REINFORCE surrogate, reward-to-go minus per-step mean, unit std",
+            "input_shift": self.input_shift,
+            "input_scale": self.input_scale,
         }
 
 
@@ -305,20 +362,21 @@ def meta_train_policy_loss(
     loss_hidden_layer_sizes: Sequence[int] = (64, 64),
     loss_output: str = "none",
     policy_hidden_sizes: Sequence[int] = (64, 64),
-    log_std_init: float = 0.0,
+    log_std_init: float = -0.5,
     rollout_episodes: int = 10,
-    batch_size: int = 100,
-    n_epochs: int = 2,
-    rollouts_per_policy: int = 20,
+    batch_size: int | None = None,
+    n_epochs: int = 1,
+    rollouts_per_policy: int = 16,
     tasks_per_iter: int = 4,
-    n_meta_iter: int = 200,
-    inner_optimizer: str = "adam",
-    inner_lr: float = 3e-3,
-    meta_lr: float = 1e-3,
+    n_meta_iter: int = 300,
+    inner_optimizer: str = "sgd",
+    inner_lr: float = 0.1,
+    meta_lr: float = 3e-3,
     grad_clip: float | None = 1.0,
     horizon: int | None = None,
     gamma: float = 1.0,
     env_kwargs: dict[str, Any] | None = None,
+    normalize_inputs: bool = True,
     checkpoint=None,
     random_state=None,
     verbose: int = 1,
@@ -353,29 +411,38 @@ def meta_train_policy_loss(
     policy_hidden_sizes : sequence of int, default=(64, 64)
         Hidden layers of the meta-training policies (tanh, like SB3's
         ``MlpPolicy``). Other sizes can be trained at meta-test time.
-    log_std_init : float, default=0.0
+    log_std_init : float, default=-0.5
     rollout_episodes : int, default=10
         Episodes per rollout; ``rollout_episodes * horizon`` rows of experience.
-    batch_size : int, default=100
-        Rows per inner (mini-batch) step.
-    n_epochs : int, default=2
+    batch_size : int or None, default=None
+        Rows per inner (mini-batch) step; None uses the whole rollout, i.e.
+        one full-batch step per rollout and epoch.
+    n_epochs : int, default=1
         Passes over each rollout; ``n_epochs * rows / batch_size`` inner steps
         are unrolled per meta-gradient.
-    rollouts_per_policy : int, default=20
-        Rollouts a policy is trained for before it is re-initialised.
+    rollouts_per_policy : int, default=16
+        Rollouts a policy is trained for before it is re-initialised; match it
+        to the meta-test budget (16 rollouts of 500 steps = 8,000 steps).
     tasks_per_iter : int, default=4
         Goals per meta-gradient.
-    n_meta_iter : int, default=200
+    n_meta_iter : int, default=300
         Meta-iterations (one rollout per task each).
-    inner_optimizer : {"sgd", "momentum", "adam"}, default="adam"
-    inner_lr : float, default=3e-3
-    meta_lr : float, default=1e-3
+    inner_optimizer : {"sgd", "momentum", "adam"}, default="sgd"
+        Plain SGD passes the meta-gradient through the size of the learned
+        loss's gradient; Adam's first steps (``lr * sign(g)``) are nearly flat
+        in it.
+    inner_lr : float, default=0.1
+    meta_lr : float, default=3e-3
     grad_clip : float or None, default=1.0
     horizon : int, optional
         Episode length (default: the environment's limit).
     gamma : float, default=1.0
         Discount of the task loss's reward-to-go.
     env_kwargs : dict, optional
+    normalize_inputs : bool, default=True
+        Standardise the loss's inputs with a shift and scale fixed before
+        meta-training (recorded in ``meta_info_["policy"]`` and applied by
+        :class:`rl.ML3`).
     checkpoint : path, optional
         Resumable meta-training state (see :func:`~sklearn_ml3.meta.meta_train`).
     random_state : int or None
@@ -410,7 +477,7 @@ def meta_train_policy_loss(
     problem = ModelFreeProblem(
         env_id, goals, policy_hidden_sizes=policy_hidden_sizes, log_std_init=log_std_init,
         rollout_episodes=rollout_episodes, batch_size=batch_size, horizon=horizon, gamma=gamma,
-        env_kwargs=env_kwargs)
+        env_kwargs=env_kwargs, normalize_inputs=normalize_inputs)
     rows = problem.rollout_episodes * problem.horizon
     unroll = int(n_epochs) * math.ceil(rows / problem.batch_size)
     if loss is None:
@@ -437,6 +504,8 @@ def meta_train_policy_loss(
         "batch_size": problem.batch_size,
         "n_epochs": int(n_epochs),
         "rollouts_per_policy": int(rollouts_per_policy),
+        "input_shift": problem.input_shift,
+        "input_scale": problem.input_scale,
     }
     # per meta-iteration means of this call's task-loss rollouts (a resumed run: its part only)
     stats = problem.stats
@@ -451,6 +520,7 @@ def meta_train_policy_loss(
 __all__ = [
     "GaussianMLPPolicy",
     "ModelFreeProblem",
+    "loss_features",
     "meta_train_policy_loss",
     "policy_log_prob",
     "policy_mean",

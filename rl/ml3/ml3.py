@@ -17,6 +17,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from rl.meta.model_free import loss_features
 from rl.ml3.policies import ML3Policy
 from sklearn_ml3 import LearnedLoss
 
@@ -110,9 +111,10 @@ class _LearnedLossMixin:
                             log_prob: th.Tensor) -> th.Tensor:
         """Mean learned loss over rows ``(obs, action, log_prob, goal)``, goal = obs tail."""
         raw = self._raw_observations(obs)
-        goal = raw[:, raw.shape[1] - self.goal_dim:]
-        return self.learned_loss(raw, actions.reshape(len(actions), -1).float(),
-                                 log_prob.float(), goal)
+        info = _policy_info(self.learned_loss)
+        return self.learned_loss(loss_features(
+            raw, actions.reshape(len(actions), -1).float(), log_prob.float(), self.goal_dim,
+            info.get("input_shift"), info.get("input_scale")))
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, other = super()._get_torch_save_params()

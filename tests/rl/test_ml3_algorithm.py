@@ -64,8 +64,27 @@ def test_defaults_come_from_the_learned_loss(learned_loss):
     assert model.batch_size == info["policy"]["batch_size"]
     assert model.n_epochs == info["policy"]["n_epochs"]
     assert model.learning_rate == info["inner_lr"]
-    assert isinstance(model.policy.optimizer, th.optim.Adam)
+    assert info["inner_optimizer"] == "sgd"
+    assert type(model.policy.optimizer) is th.optim.SGD
     assert model.goal_dim == 2
+
+
+def test_loss_sees_the_meta_training_features(learned_loss):
+    """ML3 standardises (obs, action, log-prob, goal) exactly as meta-training did."""
+    from rl.meta.model_free import loss_features
+
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss)
+    info = learned_loss.meta_info_["policy"]
+    assert len(info["input_scale"]) == learned_loss.n_inputs
+    obs = th.randn(5, 10)
+    actions, log_prob = th.randn(5, 2), th.randn(5)
+    expected = learned_loss(loss_features(obs, actions, log_prob, 2, info["input_shift"],
+                                          info["input_scale"]))
+    raw = learned_loss(obs, actions, log_prob[:, None], obs[:, -2:])
+    got = model._learned_loss_value(obs, actions, log_prob)
+    torch_close = th.testing.assert_close
+    torch_close(got, expected)
+    assert not th.allclose(got, raw)
 
 
 def test_run_vec_env_normalize_and_callback(learned_loss):
@@ -124,7 +143,7 @@ def test_save_load(learned_loss, tmp_path):
     assert loaded.learned_loss.meta_info_["policy"] == learned_loss.meta_info_["policy"]
     np.testing.assert_array_equal(loaded.learned_loss.meta_history_, learned_loss.meta_history_)
     assert loaded.batch_size == 10 and loaded.n_steps == 20
-    assert isinstance(loaded.policy.optimizer, th.optim.Adam)
+    assert type(loaded.policy.optimizer) is th.optim.SGD  # the loss's inner optimizer
     loaded.learn(total_timesteps=20, reset_num_timesteps=False)  # keeps training
     assert loaded.num_timesteps == 60
 

@@ -14,6 +14,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from rl.meta.model_free import (
     GaussianMLPPolicy,
     ModelFreeProblem,
+    loss_features,
     meta_train_policy_loss,
     policy_log_prob,
     policy_mean,
@@ -72,9 +73,15 @@ def test_task_loss_is_differentiable_and_feeds_next_steps():
     problem = ModelFreeProblem(ENV_ID, GOALS, rollout_episodes=2, horizon=5, batch_size=4)
     task = problem.sample_tasks(1, np.random.default_rng(0))[0]
     params = {k: v.requires_grad_() for k, v in problem.init_params(task, 0).items()}
-    inputs = problem.loss_inputs(params, task)
-    assert [t.shape[-1] if t.dim() > 1 else 1 for t in inputs] == [10, 2, 1, 2]
-    assert inputs[2].requires_grad
+    (inputs,) = problem.loss_inputs(params, task)
+    assert inputs.shape == (4, 10 + 2 + 1 + 2)  # obs, action, log-prob, goal
+    assert inputs.requires_grad
+    # standardised with a shift and scale fixed before meta-training
+    assert len(problem.input_shift) == len(problem.input_scale) == 15
+    assert all(s > 0 for s in problem.input_scale)
+    raw = loss_features(task.buffer["obs"][:4], task.buffer["actions"][:4],
+                        torch.zeros(4), problem.goal_dim)
+    torch.testing.assert_close(raw[:, -2:], raw[:, 8:10])  # goal = observation tail
     value = problem.task_loss(params, task)
     grads = torch.autograd.grad(value, list(params.values()))
     assert all(torch.isfinite(g).all() for g in grads)
