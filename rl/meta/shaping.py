@@ -206,7 +206,9 @@ class MountainCarShapingProblem(_TwinGoalProblem):
 
     - unshaped: ``|x_T - goal|``;
     - shaped: ``beta * |x_T - goal| + gamma * min_t (x_t - x_left)^2``, with
-      the intermediate point ``x_left`` stored in ``task.extra["intermediate"]``.
+      the intermediate point ``x_left`` stored in ``task.extra["intermediate"]``;
+      with ``intermediate_step=k`` the term is ``(x_k - x_left)^2`` instead (the
+      car must be there at step ``k``; ``k`` is stored in the extra too).
 
     Parameters
     ----------
@@ -216,6 +218,9 @@ class MountainCarShapingProblem(_TwinGoalProblem):
     beta, gamma : float, default=1.0, 1.0
     intermediate : float, default=-1.0
         The point on the left hill (meta-train-only information).
+    intermediate_step : int, optional
+        Time step at which the car should be at ``intermediate`` (default:
+        any time step).
     horizon : int, default=100
     policy_hidden : sequence of int or None, default=(16, 16)
         Hidden widths of the MLP policy; ``None`` makes the policy an
@@ -226,8 +231,8 @@ class MountainCarShapingProblem(_TwinGoalProblem):
     n_features = 4
 
     def __init__(self, goals, *, shaped: bool = True, beta: float = 1.0, gamma: float = 1.0,
-                 intermediate: float = -1.0, horizon: int = 100,
-                 policy_hidden: Sequence[int] | None = (16, 16)) -> None:
+                 intermediate: float = -1.0, intermediate_step: int | None = None,
+                 horizon: int = 100, policy_hidden: Sequence[int] | None = (16, 16)) -> None:
         from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION
 
         if int(horizon) < 1:
@@ -242,13 +247,21 @@ class MountainCarShapingProblem(_TwinGoalProblem):
         self.shaped = bool(shaped)
         self.beta, self.gamma = _check_weights(self.shaped, beta, gamma)
         self.intermediate = float(intermediate)
+        if intermediate_step is not None and not 0 <= int(intermediate_step) <= self.horizon:
+            raise ValueError(f"intermediate_step must lie in [0, horizon], got "
+                             f"{intermediate_step}")
+        self.intermediate_step = None if intermediate_step is None else int(intermediate_step)
         self._train_tasks = [self.make_task(g, with_extra=True) for g in self.goals]
 
     def make_task(self, goal, with_extra: bool = False) -> GoalTask:
         """The task of ``goal``; ``with_extra`` adds the intermediate point (meta-train only)."""
         goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float64).reshape(1),
                                  dtype=torch.float32)
-        extra = {"intermediate": torch.tensor(self.intermediate)} if with_extra else {}
+        extra = {}
+        if with_extra:
+            extra["intermediate"] = torch.tensor(self.intermediate)
+            if self.intermediate_step is not None:
+                extra["intermediate_step"] = torch.tensor(self.intermediate_step)
         return GoalTask(goal_t, extra)
 
     def step(self, state, action):
@@ -278,12 +291,17 @@ class MountainCarShapingProblem(_TwinGoalProblem):
         distance = torch.sqrt((states[-1, 0] - task.goal[0]) ** 2 + 1e-10)
         if not self.shaped:
             return distance
-        visit = ((states[:, 0] - task.extra["intermediate"]) ** 2).min()
+        offset2 = (states[:, 0] - task.extra["intermediate"]) ** 2
+        if "intermediate_step" in task.extra:
+            visit = offset2[int(task.extra["intermediate_step"])]
+        else:
+            visit = offset2.min()
         return self.beta * distance + self.gamma * visit
 
     def describe(self) -> dict[str, Any]:
         return {"type": "mountain_car_shaping", "shaped": self.shaped, "beta": self.beta,
                 "gamma": self.gamma, "intermediate": self.intermediate,
+                "intermediate_step": self.intermediate_step,
                 "horizon": self.horizon, "goals": self.goals.ravel().tolist(),
                 "policy_hidden": None if self.policy_hidden is None else list(self.policy_hidden),
                 "dynamics": "mountain_car_step"}
