@@ -35,13 +35,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ENV_ID = "ml3/AntGoal-v0"
 SETTINGS = {
-    # goals, seeds, budget, meta-iterations, tasks per iteration, episodes per rollout, horizon
+    # goals, seeds, budget, meta-iterations, tasks per iteration, episodes per rollout, horizon;
+    # batch_size None: one full-batch SGD step per rollout (as on ReacherGoal)
     "smoke": {"goals": 1, "seeds": 1, "budget": 64, "meta_iter": 2, "tasks": 1, "episodes": 2,
-              "horizon": 10, "batch_size": 10},
+              "horizon": 10, "batch_size": None},
     "default": {"goals": 3, "seeds": 2, "budget": 100_000, "meta_iter": 200, "tasks": 2,
-                "episodes": 5, "horizon": 200, "batch_size": 200},
+                "episodes": 5, "horizon": 200, "batch_size": None},
     "full": {"goals": 10, "seeds": 5, "budget": 1_000_000, "meta_iter": 1000, "tasks": 4,
-             "episodes": 10, "horizon": 200, "batch_size": 250},
+             "episodes": 10, "horizon": 200, "batch_size": None},
 }
 
 
@@ -79,7 +80,8 @@ def main(argv=None) -> dict:
     loss = meta_train_policy_loss(
         ENV_ID, goals=train_goals, n_meta_iter=cfg["meta_iter"], tasks_per_iter=cfg["tasks"],
         rollout_episodes=cfg["episodes"], horizon=cfg["horizon"], batch_size=cfg["batch_size"],
-        rollouts_per_policy=1 if args.smoke else 20, log_std_init=-0.5, inner_lr=1e-2,
+        rollouts_per_policy=1 if args.smoke else 20, log_std_init=-0.5, inner_optimizer="sgd",
+        inner_lr=0.1,
         meta_lr=3e-3, checkpoint=args.out / "meta.ckpt", random_state=0,
         verbose=0 if args.smoke else 1)
     loss.save(args.out / "ant.ml3")

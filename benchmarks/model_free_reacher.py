@@ -49,6 +49,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ENV_ID = "ml3/ReacherGoal-v0"
 PPO_TUNED = {"n_steps": 512, "batch_size": 32, "n_epochs": 5, "gamma": 0.9}
+#: names the meta-training settings in cache files (older caches are not reused)
+SETTINGS_TAG = "sgd-norm"
 ARCHITECTURES = {"64-64 (meta-train)": [64, 64], "32": [32], "128-128": [128, 128],
                  "256-256-256": [256, 256, 256]}
 
@@ -106,7 +108,7 @@ def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch
     arch = "default" if net_arch is None else "-".join(map(str, net_arch))
     key = f"{method}_{arch}_{goal[0]:.4f}_{goal[1]:.4f}_{seed}_{budget}"
     if method.startswith("ML3"):  # depends on the loss, i.e. on how long it was meta-trained
-        key += f"_meta{args.meta_iter}"
+        key += f"_{SETTINGS_TAG}_meta{args.meta_iter}"
     cache = args.out / "runs" / f"{key}.json"
     if cache.exists():
         return json.loads(cache.read_text())
@@ -192,7 +194,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--goals", type=int, default=3, help="held-out goals (default 3)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per goal (default 2)")
     parser.add_argument("--budget", type=int, default=8_000, help="env steps per run")
-    parser.add_argument("--meta-iter", type=int, default=100)
+    parser.add_argument("--meta-iter", type=int, default=300)
     parser.add_argument("--arch-goals", type=int, default=1,
                         help="goals of the architecture experiment (1 seed each)")
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -201,22 +203,26 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.full:
         args.goals, args.seeds, args.budget = 10, 5, 50_000
-        args.meta_iter, args.arch_goals, args.eval_every = 500, 10, 2_500
+        args.meta_iter, args.arch_goals, args.eval_every = 1000, 10, 2_500
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
     train_goals = ReacherGoalEnv.sample_tasks(30, np.random.default_rng(1))
     test_goals = ReacherGoalEnv.sample_tasks(10, np.random.default_rng(2))[: args.goals]
 
-    loss_path = args.out / f"reacher_{args.meta_iter}.ml3"
-    meta_settings = {"n_meta_iter": args.meta_iter, "tasks_per_iter": 4, "inner_lr": 1e-2,
-                     "meta_lr": 3e-3, "log_std_init": -0.5}
+    loss_path = args.out / f"reacher_{SETTINGS_TAG}_{args.meta_iter}.ml3"
+    # one full-batch SGD step per 500-step rollout, 16 rollouts per policy (= 8k steps)
+    meta_settings = {"n_meta_iter": args.meta_iter, "tasks_per_iter": 4, "inner_optimizer": "sgd",
+                     "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
+                     "rollouts_per_policy": 16, "meta_lr": 3e-3, "log_std_init": -0.5,
+                     "normalize_inputs": True}
     if loss_path.exists() and LearnedLoss.load(loss_path).meta_info_.get(
             "n_meta_iter_done") == args.meta_iter:
         loss = LearnedLoss.load(loss_path)
     else:
         loss = meta_train_policy_loss(ENV_ID, goals=train_goals, random_state=0,
-                                      checkpoint=args.out / "meta.ckpt", **meta_settings)
+                                      checkpoint=args.out / f"meta_{SETTINGS_TAG}.ckpt",
+                                      **meta_settings)
         loss.save(loss_path)
     meta_time = loss.meta_info_["meta_train_time_s"]
 
