@@ -69,6 +69,17 @@ def test_mountain_car_task_loss_adds_the_intermediate_term():
         float(distance + 2.0 * visit), rel=1e-5)
 
 
+def test_timed_intermediate_goal_reads_one_step():
+    problem = MountainCarShapingProblem([0.45], horizon=10, gamma=1.0, intermediate_step=4,
+                                        policy_hidden=None)
+    task = problem.sample_tasks(1, np.random.default_rng(0))[0]
+    assert int(task.extra["intermediate_step"]) == 4
+    params = problem.init_params(task, 0)
+    states, _ = problem.rollout(params, task.goal)
+    expected = abs(float(states[-1, 0]) - 0.45) + (float(states[4, 0]) - problem.intermediate) ** 2
+    assert float(problem.task_loss(params, task)) == pytest.approx(expected, abs=1e-4)
+
+
 @pytest.mark.parametrize("policy_hidden", [None, (8,)])
 def test_mountain_car_meta_test_never_reads_extra(policy_hidden):
     problem = MountainCarShapingProblem([0.4, 0.5], horizon=12, policy_hidden=policy_hidden)
@@ -128,6 +139,7 @@ def test_tiny_meta_training_lowers_the_cloning_task_loss(reacher):
     lambda: MountainCarShapingProblem([0.4], beta=0.0, gamma=0.0),
     lambda: MountainCarShapingProblem([0.4], gamma=-1.0),
     lambda: MountainCarShapingProblem([0.4], policy_hidden=(0,)),
+    lambda: MountainCarShapingProblem([0.4], horizon=10, intermediate_step=11),
     lambda: ReacherExpertProblem([[0.3, 0.0]], expert_iter=1),
     lambda: ReacherExpertProblem([0.1, 0.1], expert_iter=1),
     lambda: ReacherExpertProblem(np.zeros((0, 2)), expert_iter=1),
