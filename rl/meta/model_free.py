@@ -151,6 +151,12 @@ class ModelFreeProblem:
         Discount of the reward-to-go in the task loss.
     env_kwargs : dict, optional
         Passed to ``gymnasium.make``.
+    action_penalty : float, default=0.0
+        Meta-train-only shaping of the task loss: adds ``action_penalty *
+        mean(relu(|mu(s)| - high)^2)`` over the task-loss rollout's states, so
+        that the learned loss does not drive the policy's mean action out of
+        the action box (where clipping makes the return, and the
+        meta-gradient, flat).
     normalize_inputs : bool, default=True
         Standardise the loss's input features with a shift and scale measured
         once, on rollouts of untrained policies on the training goals
@@ -162,7 +168,8 @@ class ModelFreeProblem:
     def __init__(self, env_id: str, goals, *, policy_hidden_sizes: Sequence[int] = (64, 64),
                  log_std_init: float = 0.0, rollout_episodes: int = 10,
                  batch_size: int | None = 100, horizon: int | None = None, gamma: float = 1.0,
-                 env_kwargs: dict[str, Any] | None = None, normalize_inputs: bool = True):
+                 env_kwargs: dict[str, Any] | None = None, normalize_inputs: bool = True,
+                 action_penalty: float = 0.0):
         import rl.envs  # noqa: F401  (registers the ml3/* environments)
 
         self.env_id = env_id
@@ -196,6 +203,9 @@ class ModelFreeProblem:
             raise ValueError(f"batch_size must be in [1, rollout_episodes * horizon = "
                              f"{self.rollout_episodes * self.horizon}], got {batch_size}")
         self.gamma = float(gamma)
+        if action_penalty < 0:
+            raise ValueError(f"action_penalty must be >= 0, got {action_penalty}")
+        self.action_penalty = float(action_penalty)
         self.low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
         self.high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
         #: Mean undiscounted return and final distance of every task-loss rollout.
@@ -329,6 +339,12 @@ class ModelFreeProblem:
         log_prob = policy_log_prob(params, batch["obs"].reshape(E * T, -1),
                                    batch["actions"].reshape(E * T, -1)).reshape(E, T)
         surrogate = -(log_prob * advantage * alive).sum() / alive.sum()
+        if self.action_penalty > 0:
+            mean = policy_mean(params, batch["obs"].reshape(E * T, -1))
+            excess = torch.relu(mean - self.high) + torch.relu(self.low - mean)
+            rows = alive.reshape(-1, 1)
+            surrogate = surrogate + self.action_penalty * (
+                (excess.pow(2) * rows).sum() / rows.sum())
         self.stats.append({"return": float((rewards * alive).sum(1).mean()),
                            "final_distance": float(np.nanmean(batch["final_distance"].numpy()))
                            if np.isfinite(batch["final_distance"].numpy()).any() else math.nan})
@@ -350,6 +366,7 @@ class ModelFreeProblem:
             "task_loss": "REINFORCE surrogate, reward-to-go minus per-step mean, unit std",
             "input_shift": self.input_shift,
             "input_scale": self.input_scale,
+            "action_penalty": self.action_penalty,
         }
 
 
@@ -377,6 +394,7 @@ def meta_train_policy_loss(
     gamma: float = 1.0,
     env_kwargs: dict[str, Any] | None = None,
     normalize_inputs: bool = True,
+    action_penalty: float = 0.0,
     checkpoint=None,
     random_state=None,
     verbose: int = 1,
@@ -443,6 +461,9 @@ def meta_train_policy_loss(
         Standardise the loss's inputs with a shift and scale fixed before
         meta-training (recorded in ``meta_info_["policy"]`` and applied by
         :class:`rl.ML3`).
+    action_penalty : float, default=0.0
+        Meta-train-only penalty on mean actions outside the action box, added
+        to the task loss (see :class:`ModelFreeProblem`).
     checkpoint : path, optional
         Resumable meta-training state (see :func:`~sklearn_ml3.meta.meta_train`).
     random_state : int or None
@@ -477,7 +498,7 @@ def meta_train_policy_loss(
     problem = ModelFreeProblem(
         env_id, goals, policy_hidden_sizes=policy_hidden_sizes, log_std_init=log_std_init,
         rollout_episodes=rollout_episodes, batch_size=batch_size, horizon=horizon, gamma=gamma,
-        env_kwargs=env_kwargs, normalize_inputs=normalize_inputs)
+        env_kwargs=env_kwargs, normalize_inputs=normalize_inputs, action_penalty=action_penalty)
     rows = problem.rollout_episodes * problem.horizon
     unroll = int(n_epochs) * math.ceil(rows / problem.batch_size)
     if loss is None:

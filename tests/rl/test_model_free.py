@@ -145,3 +145,22 @@ def test_ant_benchmark_smoke(tmp_path):
     assert (tmp_path / "results.json").exists() and (tmp_path / "report.md").exists()
     assert np.isfinite(results["ml3"]["final_distance"]).all()
     assert results["meta_train_time_s"]["cpu"] > 0
+
+
+def test_action_penalty_pushes_mean_actions_back_into_the_box():
+    kwargs = {"rollout_episodes": 2, "horizon": 5, "batch_size": 4}
+    plain = ModelFreeProblem(ENV_ID, GOALS, normalize_inputs=False, **kwargs)
+    shaped = ModelFreeProblem(ENV_ID, GOALS, normalize_inputs=False, action_penalty=1.0, **kwargs)
+    params = plain.init_params(None, 0)
+    bias = [k for k in params if k.startswith("mean.") and k.endswith(".bias")][-1]
+    params[bias] = torch.tensor([3.0, 0.0])  # first mean action far above the box (high = 1)
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    task = plain.sample_tasks(1, np.random.default_rng(0))[0]
+    base = plain.task_loss(params, task)
+    task = shaped.sample_tasks(1, np.random.default_rng(0))[0]
+    value = shaped.task_loss(params, task)
+    assert value > base + 3.0  # same rollouts; (3 - 1)^2 on every row
+    (grad,) = torch.autograd.grad(value, [params[bias]])
+    assert grad[0] > 0  # descending it lowers the out-of-box mean action
+    with pytest.raises(ValueError, match="action_penalty"):
+        ModelFreeProblem(ENV_ID, GOALS, action_penalty=-1.0, **kwargs)
