@@ -130,7 +130,9 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     buffer. Rewards are not used for training (they are only logged), and
     neither is the value head of the policy. By default the optimizer, its
     learning rate, the rollout size, mini-batch size and epochs are those the
-    loss was meta-trained with (read from ``learned_loss.meta_info_``).
+    loss was meta-trained with (read from ``learned_loss.meta_info_``), and
+    the loss's inputs are standardised with the shift and scale recorded there
+    (:func:`rl.meta.model_free.loss_features`).
 
     Parameters
     ----------
