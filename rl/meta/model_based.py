@@ -62,6 +62,9 @@ class GoalEnvSpec:
         Sizes of the modelled state, the action and the goal.
     position : tuple of int
         Indices of the state entries that must reach the goal.
+    velocity : tuple of int or None
+        Indices of the time derivative of ``position`` in the state, when the
+        state holds it (the goal-frame loss features need it).
     horizon : int
         Steps per rollout.
     make_kwargs : dict
@@ -73,6 +76,7 @@ class GoalEnvSpec:
     action_dim: int
     goal_dim: int
     position: tuple[int, ...]
+    velocity: tuple[int, ...] | None
     horizon: int
     make_kwargs: dict
 
@@ -93,9 +97,9 @@ class GoalEnvSpec:
 
 ENV_SPECS = {
     "ml3/PointmassGoal-v0": GoalEnvSpec(
-        "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), 30, {"init_noise": 0.0}),
+        "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), (2, 3), 30, {"init_noise": 0.0}),
     "ml3/ReacherGoal-v0": GoalEnvSpec(
-        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), 50, {}),
+        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}),
 }
 #: Seed of every reset: the start state is the same in every rollout, and the
 #: model's rollouts start from it too.
@@ -153,16 +157,98 @@ class GoalPolicy(nn.Module):
         return self.action_bound * x
 
 
+#: Feature sets of the learned loss (see :func:`loss_features`).
+FEATURE_SETS = ("full", "relative", "goal_frame")
+
+
+def default_feature_set(spec: GoalEnvSpec) -> str:
+    """``"goal_frame"`` where the state holds the position's velocity, else ``"relative"``."""
+    return "goal_frame" if spec.velocity is not None else "relative"
+
+
+def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
+    features = default_feature_set(spec) if features in (None, "auto") else features
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features must be 'auto' or one of {FEATURE_SETS}, got {features!r}")
+    if features == "goal_frame" and spec.velocity is None:
+        raise ValueError(f"goal-frame features need the position's velocity in the state; "
+                         f"{spec.env_id} has none (use 'relative')")
+    return features
+
+
 def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor,
-                  goal: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per-time-step inputs of the learned loss: ``(state, action, goal, goal - position)``."""
+                  goal: torch.Tensor, features: str = "auto") -> tuple[torch.Tensor, ...]:
+    """Per-time-step inputs of the learned loss.
+
+    Parameters
+    ----------
+    spec : GoalEnvSpec
+    states : Tensor of shape (T, state_dim)
+    actions : Tensor of shape (T, action_dim)
+    goal : Tensor of shape (goal_dim,)
+    features : {"auto", "full", "relative", "goal_frame"}, default="auto"
+        - ``"full"``: ``(state, action, goal, goal - position)``;
+        - ``"relative"``: ``(state without position, action, goal - position)``:
+          no absolute position or goal;
+        - ``"goal_frame"`` (2-D position with its velocity in the state):
+          ``(|d|, v.u, v.w, a.u, a.w)`` with ``d = goal - position``, ``u =
+          d / |d|`` and ``w`` its normal: distances, velocities and actions
+          seen from the goal. These are unchanged when the whole problem is
+          rotated about the start, so goals in one half-plane look like goals
+          in the other.
+        - ``"auto"``: ``"goal_frame"`` where possible, else ``"relative"``.
+
+    Returns
+    -------
+    tuple of Tensor, each of shape (T, k)
+    """
+    features = _check_feature_set(spec, features)
     goal = goal.expand(len(states), goal.shape[-1])
-    return states, actions, goal, goal - states[:, list(spec.position)]
+    position = list(spec.position)
+    offset = goal - states[:, position]
+    if features == "full":
+        return states, actions, goal, offset
+    if features == "relative":
+        rest = [i for i in range(states.shape[-1]) if i not in position]
+        return states[:, rest], actions, offset
+    distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
+    u = offset / distance
+    w = torch.stack([-u[:, 1], u[:, 0]], -1)
+    velocity = states[:, list(spec.velocity)]
+
+    def frame(x):
+        return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
+
+    return distance, frame(velocity), frame(actions)
 
 
-def n_loss_inputs(spec: GoalEnvSpec) -> int:
+def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
     """Number of features per row that :func:`loss_features` produces."""
-    return spec.state_dim + spec.action_dim + 2 * spec.goal_dim
+    features = _check_feature_set(spec, features)
+    if features == "full":
+        return spec.state_dim + spec.action_dim + 2 * spec.goal_dim
+    if features == "relative":
+        return spec.state_dim - len(spec.position) + spec.action_dim + spec.goal_dim
+    return 1 + 2 * len(spec.velocity)
+
+
+def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
+    """The feature set a loss reads: recorded at meta-training, else found from its width."""
+    recorded = loss.meta_info_.get("policy", {}).get("feature_set")
+    if recorded is not None:
+        return recorded
+    for features in ("auto", *FEATURE_SETS):
+        try:
+            if loss.kind == "features" and loss.n_inputs == n_loss_inputs(spec, features):
+                return _check_feature_set(spec, features)
+        except ValueError:
+            continue
+    widths = sorted({n_loss_inputs(spec, f) for f in FEATURE_SETS
+                     if f != "goal_frame" or spec.velocity is not None})
+    raise ValueError(
+        f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; a model-based "
+        f"loss for {spec.env_id} reads {' or '.join(map(str, widths))} (see loss_features)"
+    )
 
 
 # ----------------------------------------------------------------- rollouts
@@ -237,6 +323,8 @@ class ModelBasedProblem:
         per task loss.
     max_transitions : int, default=50_000
         Size of the model's data buffer (oldest transitions are dropped).
+    features : str, default="auto"
+        Feature set of the learned loss (:func:`loss_features`).
     random_state : int or None
         Seeds exploration noise and random member choices.
     """
@@ -245,8 +333,10 @@ class ModelBasedProblem:
 
     def __init__(self, env_id: str, goals, dynamics: DynamicsEnsemble,
                  policy_hidden: Sequence[int] = (32, 32), model_member: str = "mean",
-                 max_transitions: int = 50_000, random_state=None) -> None:
+                 max_transitions: int = 50_000, features: str = "auto",
+                 random_state=None) -> None:
         self.spec = env_spec(env_id)
+        self.features = _check_feature_set(self.spec, features)
         goals = np.asarray(goals, dtype=np.float64)
         if goals.ndim != 2 or goals.shape[1] != self.spec.goal_dim or len(goals) == 0:
             raise ValueError(
@@ -334,7 +424,7 @@ class ModelBasedProblem:
         states_t = torch.as_tensor(states[:-1], dtype=torch.float32)
         # the same actions as in the rollout, now differentiable w.r.t. params
         actions_t = self.rollouts.act(params, states_t, task)
-        return loss_features(self.spec, states_t, actions_t, task)
+        return loss_features(self.spec, states_t, actions_t, task, self.features)
 
     def task_loss(self, params: Params, task: torch.Tensor) -> torch.Tensor:
         member = None
@@ -350,6 +440,7 @@ class ModelBasedProblem:
             "n_goals": len(self.goals),
             "goals": self.goals.tolist(),
             "model_member": self.model_member,
+            "features": self.features,
             "dynamics": self.dynamics.describe(),
         }
 
@@ -373,6 +464,7 @@ def meta_train_model_based_loss(
     refit_epochs: int = 20,
     initial_epochs: int = 100,
     model_member: str = "mean",
+    features: str = "auto",
     grad_clip: float | None = 10.0,
     random_state=0,
     verbose: int = 1,
@@ -411,6 +503,9 @@ def meta_train_model_based_loss(
         Epochs of each refit and of the first fit.
     model_member : {"mean", "random"}, default="mean"
         Which model the task loss rolls out through.
+    features : {"auto", "full", "relative", "goal_frame"}, default="auto"
+        What the loss reads per time step (:func:`loss_features`); "auto" is
+        the goal frame on PointmassGoal and the relative set on ReacherGoal.
     grad_clip : float or None, default=10.0
         Clip of the meta-gradient norm.
     random_state : int, default=0
@@ -435,10 +530,10 @@ def meta_train_model_based_loss(
         dynamics = DynamicsEnsemble(spec.state_dim, spec.action_dim,
                                     random_state=int(rng.integers(2**31 - 1)))
     problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden, model_member,
-                                random_state=int(rng.integers(2**31 - 1)))
+                                features=features, random_state=int(rng.integers(2**31 - 1)))
     problem.collect_random(n_random_episodes)
     problem.fit_dynamics(initial_epochs)
-    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec),
+    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec, problem.features),
                        hidden_layer_sizes=loss_hidden, output="softplus",
                        random_state=int(rng.integers(2**31 - 1)))
 
@@ -452,7 +547,7 @@ def meta_train_model_based_loss(
                random_state=int(rng.integers(2**31 - 1)), verbose=verbose, callback=refit)
     loss.meta_info_["policy"] = {
         "env_id": env_id, "hidden_layer_sizes": list(problem.policy_hidden),
-        "horizon": spec.horizon, "features": "state, action, goal, goal - position",
+        "horizon": spec.horizon, "feature_set": problem.features,
     }
     loss.meta_info_["dynamics"] = dynamics.describe()
     return loss
@@ -524,14 +619,15 @@ def _train_policies(spec, goals, single, n_updates, lr, hidden, random_state, ev
 class _LearnedLossObjective:
     needs_real = True
 
-    def __init__(self, loss: LearnedLoss, spec: GoalEnvSpec):
-        self.loss, self.spec = loss, spec
+    def __init__(self, loss: LearnedLoss, spec: GoalEnvSpec, features: str):
+        self.loss, self.spec, self.features = loss, spec, features
 
     def __call__(self, params, rollouts, goals_t, real):
         states = torch.as_tensor(np.stack([r[0][:-1] for r in real]), dtype=torch.float32)
 
         def one(p, s, g):
-            return self.loss(*loss_features(self.spec, s, rollouts.act(p, s, g), g))
+            return self.loss(*loss_features(self.spec, s, rollouts.act(p, s, g), g,
+                                            self.features))
 
         return torch.func.vmap(one)(params, states, goals_t).sum()
 
@@ -600,10 +696,11 @@ def train_policy_with_loss(
     """
     spec = env_spec(env_id)
     info = loss.meta_info_.get("policy")
-    if loss.kind != "features" or loss.n_inputs != n_loss_inputs(spec):
+    features = feature_set_of(loss, spec)
+    if loss.kind != "features" or loss.n_inputs != n_loss_inputs(spec, features):
         raise ValueError(
-            f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; a model-based "
-            f"loss for {env_id} reads {n_loss_inputs(spec)} (state, action, goal, offset)"
+            f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; its feature "
+            f"set {features!r} on {env_id} has {n_loss_inputs(spec, features)}"
         )
     if info is not None and info.get("env_id") != env_id:
         warnings.warn(f"the loss was meta-trained on {info['env_id']}, used on {env_id}",
@@ -617,7 +714,7 @@ def train_policy_with_loss(
     goals, single = _as_goals(spec, goal)
     params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
                                            random_state, eval_every,
-                                           _LearnedLossObjective(loss, spec))
+                                           _LearnedLossObjective(loss, spec, features))
     return params, distances
 
 
@@ -659,10 +756,12 @@ def policy_trajectory(params: Params, env_id: str, goal,
 
 __all__ = [
     "ENV_SPECS",
+    "FEATURE_SETS",
     "GoalEnvSpec",
     "GoalPolicy",
     "ModelBasedProblem",
     "env_spec",
+    "feature_set_of",
     "loss_features",
     "meta_train_model_based_loss",
     "n_loss_inputs",

@@ -7,8 +7,10 @@ import torch
 from rl.dynamics import DynamicsEnsemble
 from rl.envs import pointmass_step
 from rl.meta.model_based import (
+    FEATURE_SETS,
     ModelBasedProblem,
     env_spec,
+    loss_features,
     meta_train_model_based_loss,
     n_loss_inputs,
     policy_trajectory,
@@ -46,12 +48,42 @@ def test_problem_follows_the_engine_protocol():
     assert sum(t.shape[-1] for t in inputs) == n_loss_inputs(env_spec(PM))
     assert all(len(t) == horizon for t in inputs)
     assert len(problem.transitions()[0]) == n_before + horizon  # the rollout became model data
-    # the actions are differentiable w.r.t. the policy, the states are data
-    assert inputs[1].requires_grad and not inputs[0].requires_grad
+    # goal-frame rows (distance, velocity, action): only the actions depend on the policy
+    assert problem.features == "goal_frame" and len(inputs) == 3
+    assert inputs[2].requires_grad and not inputs[0].requires_grad and not inputs[1].requires_grad
     value = problem.task_loss(params, task)
     grads = torch.autograd.grad(value, list(params.values()))
     assert value.ndim == 0 and value > 0
     assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def _rotate(x, angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return x @ torch.tensor([[c, s], [-s, c]], dtype=x.dtype)
+
+
+def test_goal_frame_features_do_not_change_when_the_problem_is_rotated():
+    spec = env_spec(PM)
+    gen = torch.Generator().manual_seed(0)
+    states, actions = torch.randn(7, 4, generator=gen), torch.randn(7, 2, generator=gen)
+    goal = torch.tensor([0.9, -0.4])
+    angle = 2.5  # takes this right-half-plane goal to the left half-plane
+    rotated_states = torch.cat([_rotate(states[:, :2], angle), _rotate(states[:, 2:], angle)], 1)
+    rotated_goal = _rotate(goal[None], angle)[0]
+    assert rotated_goal[0] < 0
+    before = torch.cat(loss_features(spec, states, actions, goal, "goal_frame"), 1)
+    after = torch.cat(loss_features(spec, rotated_states, _rotate(actions, angle),
+                                    rotated_goal, "goal_frame"), 1)
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+    # the absolute feature set does change
+    full = torch.cat(loss_features(spec, states, actions, goal, "full"), 1)
+    assert not torch.allclose(full, torch.cat(loss_features(
+        spec, rotated_states, _rotate(actions, angle), rotated_goal, "full"), 1), atol=1e-2)
+    for features in FEATURE_SETS:
+        rows = loss_features(spec, states, actions, goal, features)
+        assert sum(t.shape[-1] for t in rows) == n_loss_inputs(spec, features)
+    with pytest.raises(ValueError, match="velocity"):
+        n_loss_inputs(env_spec("ml3/ReacherGoal-v0"), "goal_frame")
 
 
 def test_meta_training_runs_the_mbrl_loop():
@@ -103,6 +135,12 @@ def test_train_policy_with_loss_uses_the_loss_and_returns_a_trajectory():
     path = policy_trajectory(params, PM, [0.0, -1.0], policy_hidden=(8,))
     assert path.shape == (env_spec(PM).horizon + 1, 2)
     np.testing.assert_allclose(np.linalg.norm(path[-1] - [0.0, -1.0]), dist[-1], rtol=1e-4)
+    # a loss on the absolute feature set is recognised by its width
+    full = LearnedLoss(kind="features", n_inputs=n_loss_inputs(env_spec(PM), "full"),
+                       hidden_layer_sizes=(8,), random_state=0)
+    _, dist_full = train_policy_with_loss(full, PM, [0.0, -1.0], 2, lr=0.5,
+                                          policy_hidden=(8,), random_state=0)
+    assert dist_full.shape == (3,) and np.isfinite(dist_full).all()
 
 
 def test_bad_inputs_raise_clear_errors():
