@@ -258,7 +258,7 @@ def test_meta_info_records_how_the_loss_was_trained():
     [
         (dict(inner_steps=3, unroll=2), "multiple of unroll"),
         (dict(n_meta_iter=0), "at least 1"),
-        (dict(inner_optimizer="rmsprop"), "solver must be one of"),
+        (dict(inner_optimizer="rmsprop"), r"optimizer \(solver\) must be one of"),
     ],
 )
 def test_bad_meta_training_options(kwargs, message):

@@ -20,15 +20,9 @@ from torch.nn import functional as F
 from rl.meta.model_free import loss_features
 from rl.ml3.policies import ML3Policy
 from sklearn_ml3 import LearnedLoss
+from sklearn_ml3.meta import torch_optimizer_spec
 
 SelfML3 = TypeVar("SelfML3", bound="ML3")
-
-# torch.optim twins of the engine's differentiable inner optimizers
-_OPTIMIZERS = {
-    "sgd": (th.optim.SGD, {}),
-    "momentum": (th.optim.SGD, {"momentum": 0.9}),
-    "adam": (th.optim.Adam, {"eps": 1e-8}),
-}
 
 
 def _policy_info(loss: LearnedLoss) -> dict[str, Any]:
@@ -220,10 +214,8 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
             warnings.warn(f"learning_rate {learning_rate} is far from the {trained_lr} the loss "
                           "was meta-trained with", UserWarning, stacklevel=2)
         self.optimizer_name = optimizer or info.get("inner_optimizer", "adam")
-        if self.optimizer_name not in _OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, "
-                             f"got {self.optimizer_name!r}")
-        optimizer_class, optimizer_kwargs = _OPTIMIZERS[self.optimizer_name]
+        # the torch.optim twin of the engine's differentiable inner optimizer
+        optimizer_class, optimizer_kwargs = torch_optimizer_spec(self.optimizer_name)
         policy_kwargs = dict(policy_kwargs or {})
         policy_kwargs.setdefault("optimizer_class", optimizer_class)
         policy_kwargs.setdefault("optimizer_kwargs", dict(optimizer_kwargs))

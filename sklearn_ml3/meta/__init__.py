@@ -1,7 +1,7 @@
 """The meta-training engine (torch only; never imports the estimators)."""
 
 from .engine import MetaProblem, MetaTrainingDiverged, meta_train, update_and_task_loss
-from .optim import SOLVERS, differentiable_optimizer, torch_optimizer
+from .optim import SOLVERS, differentiable_optimizer, torch_optimizer, torch_optimizer_spec
 
 __all__ = [
     "MetaProblem",
@@ -10,5 +10,6 @@ __all__ = [
     "differentiable_optimizer",
     "meta_train",
     "torch_optimizer",
+    "torch_optimizer_spec",
     "update_and_task_loss",
 ]

@@ -15,7 +15,7 @@ ADAM_EPS_ROOT = 1e-8
 
 def _check(name: str) -> None:
     if name not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {name!r}")
+        raise ValueError(f"optimizer (solver) must be one of {SOLVERS}, got {name!r}")
 
 
 def differentiable_optimizer(name: str, lr: float) -> torchopt.base.GradientTransformation:
@@ -28,11 +28,18 @@ def differentiable_optimizer(name: str, lr: float) -> torchopt.base.GradientTran
     return torchopt.adam(lr, eps_root=ADAM_EPS_ROOT)
 
 
-def torch_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The ``torch.optim`` optimizer that takes the same steps at meta-test time."""
+def torch_optimizer_spec(name: str) -> tuple[type[torch.optim.Optimizer], dict]:
+    """The ``torch.optim`` class and keyword arguments that take the same steps as
+    :func:`differentiable_optimizer` (the form Stable-Baselines3 policies expect)."""
     _check(name)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD, {}
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
-    return torch.optim.Adam(params, lr=lr)
+        return torch.optim.SGD, {"momentum": MOMENTUM}
+    return torch.optim.Adam, {}
+
+
+def torch_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer that takes the same steps at meta-test time."""
+    optimizer_class, kwargs = torch_optimizer_spec(name)
+    return optimizer_class(params, lr=lr, **kwargs)
