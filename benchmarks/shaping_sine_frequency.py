@@ -13,7 +13,7 @@ nu|`` after each of 10 steps on 21 test frequencies in [-5, 5].
 
 Usage::
 
-    python benchmarks/shaping_sine_frequency.py            # 2 seeds, 2000 meta-iterations
+    python benchmarks/shaping_sine_frequency.py            # 2 seeds, 3000 meta-iterations
     python benchmarks/shaping_sine_frequency.py --full     # 5 seeds, 8000 meta-iterations
 """
 
@@ -81,7 +81,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     n_seeds = args.seeds or (5 if args.full else 2)
-    n_meta_iter = args.meta_iter or (8000 if args.full else 2000)
+    n_meta_iter = args.meta_iter or (8000 if args.full else 3000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
