@@ -15,7 +15,7 @@ be split (``--seeds 0 1`` then ``--seeds 2 3 4``) and resumed.
 
 Usage::
 
-    python benchmarks/model_based.py --env pointmass            # 5 seeds, ~1 min/seed
+    python benchmarks/model_based.py --env pointmass            # 5 seeds, ~2.5 min CPU/seed
     python benchmarks/model_based.py --env reacher              # 3 seeds, a 6-value lr grid
     python benchmarks/model_based.py --env pointmass --full     # longer meta-training
 """
@@ -49,15 +49,18 @@ LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 CONFIGS = {
     "pointmass": {
         "env_id": "ml3/PointmassGoal-v0", "seeds": 5,
-        "meta": {"n_meta_iter": 200, "inner_steps": 10, "tasks_per_iter": 2,
-                 "inner_lr": 0.1, "meta_lr": 3e-3},
-        "full_meta": {"n_meta_iter": 600},
+        # goal-frame loss features; each policy is trained for the 40 updates
+        # it gets at meta-test, phi updated after every one of them
+        "meta": {"n_meta_iter": 400, "inner_steps": 40, "tasks_per_iter": 4,
+                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "goal_frame"},
+        "full_meta": {"n_meta_iter": 1200},
         "n_updates": 40, "eval_every": 5, "lr_grid": LR_GRID,
     },
     "reacher": {
         "env_id": "ml3/ReacherGoal-v0", "seeds": 3,
-        "meta": {"n_meta_iter": 200, "inner_steps": 10, "tasks_per_iter": 2,
-                 "inner_lr": 0.1, "meta_lr": 3e-3},
+        # no velocity of the fingertip in the state: the relative feature set
+        "meta": {"n_meta_iter": 200, "inner_steps": 40, "tasks_per_iter": 4,
+                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "relative"},
         "full_meta": {"n_meta_iter": 600},
         "n_updates": 40, "eval_every": 5, "lr_grid": (1e-4, 3e-4, 1e-3, 1e-2, 1e-1, 1.0),
     },

@@ -451,11 +451,11 @@ def meta_train_model_based_loss(
     goals=None,
     *,
     n_goals: int = 10,
-    n_meta_iter: int = 300,
-    inner_steps: int = 20,
-    tasks_per_iter: int = 2,
-    inner_lr: float = 1e-2,
-    meta_lr: float = 1e-3,
+    n_meta_iter: int = 400,
+    inner_steps: int = 40,
+    tasks_per_iter: int = 4,
+    inner_lr: float = 0.1,
+    meta_lr: float = 3e-3,
     loss_hidden: Sequence[int] = (40, 40),
     policy_hidden: Sequence[int] = (32, 32),
     dynamics: DynamicsEnsemble | None = None,
@@ -479,15 +479,19 @@ def meta_train_model_based_loss(
         half-plane (``region="right"`` of the env's ``sample_tasks``).
     n_goals : int, default=10
         Number of default goals.
-    n_meta_iter : int, default=300
-        Updates of the loss network.
-    inner_steps : int, default=20
+    n_meta_iter : int, default=400
+        Updates of the loss network; ``phi`` is updated after every policy
+        update (the engine's ``unroll=1``).
+    inner_steps : int, default=40
         Policy updates before a policy is re-initialised (the paper's M).
-    tasks_per_iter : int, default=2
+        Make it the number of updates the loss will be used for at meta-test:
+        a loss meta-trained on the first 10 updates of each policy and used
+        for 40 stalls after the first few.
+    tasks_per_iter : int, default=4
         Goals per meta-gradient.
-    inner_lr : float, default=1e-2
+    inner_lr : float, default=0.1
         SGD step size of the policy updates (also used at meta-test).
-    meta_lr : float, default=1e-3
+    meta_lr : float, default=3e-3
         Adam step size of the loss network.
     loss_hidden, policy_hidden : sequence of int
         Hidden widths of the loss network and of the policy.
