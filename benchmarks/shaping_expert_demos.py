@@ -130,7 +130,7 @@ def main(argv=None):
         lambda s, k, t: train_policy_with_loss(problem, losses[s], t, n_updates=args.test_updates,
                                                lr=args.inner_lr, seed=1000 * s + k))
 
-    bc_params = [behaviour_cloning(problem, problem._train_tasks, n_updates=500, lr=1e-2,
+    bc_params = [behaviour_cloning(problem, problem.train_tasks, n_updates=500, lr=1e-2,
                                    seed=s) for s in range(n_seeds)]
 
     def bc_fn(s, k, task):

@@ -161,6 +161,11 @@ class _TwinGoalProblem:
             actions.append(action)
         return torch.stack(states), torch.stack(actions)
 
+    @property
+    def train_tasks(self) -> list[GoalTask]:
+        """The meta-training tasks, one per goal, with their extra information."""
+        return list(self._train_tasks)
+
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
         idx = rng.integers(len(self.goals), size=n)
         return [self._train_tasks[int(i)] for i in idx]

@@ -118,7 +118,7 @@ def test_reacher_tasks_hold_the_expert_and_cloning_fits_it(reacher):
     assert reacher.make_task([0.1, 0.0]).extra == {}  # meta-test tasks have no expert
     params = reacher.init_params(task, 0)
     before = float(reacher.cloning_error(params, task))
-    fitted = behaviour_cloning(reacher, reacher._train_tasks, n_updates=100, lr=1e-2)
+    fitted = behaviour_cloning(reacher, reacher.train_tasks, n_updates=100, lr=1e-2)
     assert float(reacher.cloning_error(fitted, task)) < 0.5 * before
 
 
