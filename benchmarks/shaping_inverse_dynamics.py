@@ -1,6 +1,6 @@
 """Shaping a learned loss with a physics prior for inverse dynamics (paper IV-B.2, Fig. 5c-d).
 
-Optimizee: :class:`~sklearn_ml3.shaping.InertiaNetwork`, ``tau = M_theta(q) qdd +
+Optimizee: :class:`~rl.meta.inverse_dynamics.InertiaNetwork`, ``tau = M_theta(q) qdd +
 b_theta(q, qd)``. Meta-training tasks: fresh smooth trajectories of a MuJoCo arm
 (``arm2``, ``arm7``). Learned losses read ``(tau_pred, tau)`` per joint:
 
@@ -33,9 +33,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from rl.meta.inverse_dynamics import InverseDynamicsProblem  # noqa: E402
 from sklearn_ml3 import LearnedLoss, meta_train  # noqa: E402
 from sklearn_ml3._utils import versions  # noqa: E402
-from sklearn_ml3.shaping import InverseDynamicsProblem, meta_test_curve, mse_loss  # noqa: E402
+from sklearn_ml3.shaping import meta_test_curve, mse_loss  # noqa: E402
 
 SOLVER, LR = "adam", 3e-3
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)

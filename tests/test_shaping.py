@@ -1,6 +1,4 @@
-"""Shaping with meta-train-only information: sine frequency and inverse dynamics."""
-
-from collections.abc import Mapping
+"""Shaping with meta-train-only information: the supervised convention and sine frequency."""
 
 import numpy as np
 import pytest
@@ -8,27 +6,13 @@ import torch
 
 from sklearn_ml3 import LearnedLoss, MetaLossRegressor, Task, meta_train
 from sklearn_ml3.shaping import (
-    InertiaNetwork,
-    InverseDynamicsProblem,
     SineFrequencyTasks,
     frequency_error,
     meta_test_curve,
     mse_loss,
     sine_frequency_problem,
 )
-
-
-class ForbiddenExtra(Mapping):
-    """Extra information that fails loudly when anything reads it."""
-
-    def __getitem__(self, key):
-        raise AssertionError(f"meta-test read task.extra[{key!r}]")
-
-    def __iter__(self):
-        raise AssertionError("meta-test iterated over task.extra")
-
-    def __len__(self):
-        raise AssertionError("meta-test asked for len(task.extra)")
+from tests._helpers import ForbiddenExtra
 
 
 def sine_loss(seed=0):
@@ -142,60 +126,3 @@ def test_meta_test_curve_rejects_bad_arguments():
         meta_test_curve(problem, mse_loss, task, n_steps=2, lr=0.0)
     with pytest.raises(ValueError, match="n_steps"):
         meta_test_curve(problem, mse_loss, task, n_steps=-1, lr=1.0)
-
-
-# ------------------------------------------------------------ inverse dynamics
-def test_inertia_network_predicts_spd_inertia_and_torque():
-    net = InertiaNetwork(3, (16,))
-    X = torch.randn(10, 9)
-    tau, M = net(X, return_mass=True)
-    torch.testing.assert_close(M, M.transpose(-1, -2))
-    assert torch.all(torch.linalg.eigvalsh(M) > 0)
-    bias = net(torch.cat([X[:, :6], torch.zeros(10, 3)], 1))
-    torch.testing.assert_close(tau, (M @ X[:, 6:].unsqueeze(-1)).squeeze(-1) + bias)
-
-
-@pytest.fixture(scope="module")
-def arm2_problem():
-    return InverseDynamicsProblem("arm2", n_traj=2, n_steps=30, n_train=30,
-                                  hidden_layer_sizes=(16,))
-
-
-def test_inverse_dynamics_tasks_hold_true_mass_matrix(arm2_problem):
-    from rl.envs import ArmModel
-
-    task = arm2_problem.sample_tasks(1, np.random.default_rng(0))[0]
-    q = task.X_val[:, :2].double().numpy()
-    np.testing.assert_allclose(task.extra["M"].numpy(), ArmModel("arm2").mass_matrix(q),
-                               rtol=1e-5, atol=1e-6)
-    assert task.X_train.shape == (30, 6) and task.y_train.shape == (30, 2)
-
-
-def test_inverse_dynamics_shaped_loss_adds_inertia_term(arm2_problem):
-    task = arm2_problem.sample_tasks(1, np.random.default_rng(1))[0]
-    params = arm2_problem.init_params(task, 0)
-    shaped = float(arm2_problem.task_loss(params, task))
-    expected = float(arm2_problem.torque_error(params, task)
-                     + arm2_problem.inertia_error(params, task))
-    assert shaped == pytest.approx(expected, rel=1e-5)
-    unshaped = InverseDynamicsProblem("arm2", shaped=False, n_traj=2, n_steps=30, n_train=30,
-                                      hidden_layer_sizes=(16,))
-    assert float(unshaped.task_loss(params, task)) == pytest.approx(
-        float(arm2_problem.torque_error(params, task)), rel=1e-5)
-
-
-def test_inverse_dynamics_meta_training_and_blind_meta_test(arm2_problem):
-    loss = LearnedLoss(hidden_layer_sizes=(16,), random_state=0)
-    history = meta_train(loss, arm2_problem, n_meta_iter=6, inner_steps=3, tasks_per_iter=2,
-                         inner_optimizer="adam", inner_lr=1e-2, random_state=0, verbose=0)
-    assert np.all(np.isfinite(history)) and loss.meta_info_["vectorized"]
-    task = arm2_problem.sample_tasks(1, np.random.default_rng(2))[0]
-    curve = meta_test_curve(arm2_problem, mse_loss, task._replace(extra=ForbiddenExtra()),
-                            n_steps=20, lr=1e-2, solver="adam",
-                            metric=arm2_problem.torque_error)
-    assert curve[-1] < curve[0]
-
-
-def test_inverse_dynamics_rejects_bad_split():
-    with pytest.raises(ValueError, match="n_train"):
-        InverseDynamicsProblem("arm2", n_traj=1, n_steps=10, n_train=10)

@@ -1,7 +1,5 @@
 """Shaped policy losses: MountainCar intermediate goals and Reacher expert demonstrations."""
 
-from collections.abc import Mapping
-
 import numpy as np
 import pytest
 import torch
@@ -17,19 +15,7 @@ from rl.meta.shaping import (
     train_policy_with_loss,
 )
 from sklearn_ml3 import LearnedLoss, meta_train
-
-
-class ForbiddenExtra(Mapping):
-    """Extra information that fails loudly when anything reads it."""
-
-    def __getitem__(self, key):
-        raise AssertionError(f"meta-test read task.extra[{key!r}]")
-
-    def __iter__(self):
-        raise AssertionError("meta-test iterated over task.extra")
-
-    def __len__(self):
-        raise AssertionError("meta-test asked for len(task.extra)")
+from tests._helpers import ForbiddenExtra
 
 
 def features_loss(problem, seed=0):
