@@ -8,14 +8,18 @@ b_theta(q, qd)``. Meta-training tasks: fresh smooth trajectories of a MuJoCo arm
   mass matrix (meta-train-only information),
 - unshaped: task loss torque MSE only,
 
-compared with MSE at the same Adam lr and at its best lr from a grid. At
-meta-test a fresh network trains on the torques of new trajectories with the
-loss alone; metric: held-out torque MSE (per-joint torque-scale units) vs updates.
+compared with MSE at the same SGD lr and at its best lr from a grid. Meta-training
+follows the horizon the loss is used for: plain SGD inner steps, ``inner_steps``
+equal to the number of meta-test updates (``phi`` updated after every inner step),
+4 tasks per meta-iteration (vmapped). At meta-test a fresh network trains on the
+torques of new trajectories with the loss alone; metrics: held-out torque MSE
+(per-joint torque-scale units) and the scaled inertia error of ``M_theta`` vs
+updates.
 
 Usage::
 
-    python benchmarks/shaping_inverse_dynamics.py          # 2 seeds, 300 meta-iterations
-    python benchmarks/shaping_inverse_dynamics.py --full   # 5 seeds, 2000 meta-iterations
+    python benchmarks/shaping_inverse_dynamics.py          # arm2, 3 seeds, 1000 meta-iterations
+    python benchmarks/shaping_inverse_dynamics.py --full   # arm2 + arm7, 5 seeds, 2000
 """
 
 from __future__ import annotations
@@ -38,14 +42,21 @@ from sklearn_ml3 import LearnedLoss, meta_train  # noqa: E402
 from sklearn_ml3._utils import versions  # noqa: E402
 from sklearn_ml3.shaping import meta_test_curve, mse_loss  # noqa: E402
 
-SOLVER, LR = "adam", 3e-3
-LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
+SOLVER, LR = "sgd", 0.1
+LR_GRID = (0.03, 0.1, 0.3, 0.6)
+TASKS_PER_ITER, META_LR = 4, 3e-3
 
 
-def evaluate(problem, loss, tasks, lr, n_updates):
+def evaluate(problem, loss, tasks, lr, n_updates, metric=None):
+    metric = metric or problem.torque_error
     return np.stack([meta_test_curve(problem, loss, t, n_steps=n_updates, lr=lr, solver=SOLVER,
-                                     seed=100 + i, metric=problem.torque_error)
+                                     seed=100 + i, metric=metric)
                      for i, t in enumerate(tasks)]).mean(0)
+
+
+def make_loss(seed):
+    return LearnedLoss(hidden_layer_sizes=(50, 50), activation="elu", bias=True,
+                       output="none", random_state=seed)
 
 
 def main(argv=None):
@@ -53,34 +64,44 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--meta-iter", type=int, default=None)
-    parser.add_argument("--arms", nargs="+", default=["arm2", "arm7"])
+    parser.add_argument("--arms", nargs="+", default=None)
+    parser.add_argument("--gamma", type=float, default=0.1,
+                        help="weight of the inertia term in the shaped task loss (beta = 1)")
     parser.add_argument("--n-updates", type=int, default=100)
     parser.add_argument("--out", default="results/shaping_inverse_dynamics")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    n_seeds = args.seeds or (5 if args.full else 2)
-    n_meta_iter = args.meta_iter or (2000 if args.full else 300)
+    n_seeds = args.seeds or (5 if args.full else 3)
+    n_meta_iter = args.meta_iter or (2000 if args.full else 1000)
+    arms = args.arms or (["arm2", "arm7"] if args.full else ["arm2"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     methods = ("ML3 shaped", "ML3 unshaped", f"MSE (lr {LR})", "MSE (best lr)")
     results = {"experiment": "shaping_inverse_dynamics", "arms": {}, "versions": versions(),
-               "protocol": {"n_seeds": n_seeds, "n_meta_iter": n_meta_iter, "inner_steps": 20,
-                            "tasks_per_iter": 2, "solver": SOLVER, "lr": LR,
+               "protocol": {"n_seeds": n_seeds, "n_meta_iter": n_meta_iter,
+                            "inner_steps": args.n_updates, "tasks_per_iter": TASKS_PER_ITER,
+                            "meta_lr": META_LR, "solver": SOLVER, "lr": LR,
+                            "gamma": args.gamma, "beta": 1.0,
+                            "learned_loss": {"hidden_layer_sizes": [50, 50],
+                                             "activation": "elu", "bias": True,
+                                             "output": "none"},
                             "mse_lr_grid": LR_GRID, "n_updates": args.n_updates,
                             "n_test_tasks": 3}}
-    fig, axes = plt.subplots(1, len(args.arms), figsize=(5 * len(args.arms), 4), squeeze=False)
-    for ax, arm in zip(axes[0], args.arms, strict=True):
-        problems = {"shaped": InverseDynamicsProblem(arm, shaped=True),
+    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 4), squeeze=False)
+    for ax, arm in zip(axes[0], arms, strict=True):
+        problems = {"shaped": InverseDynamicsProblem(arm, shaped=True, gamma=args.gamma),
                     "unshaped": InverseDynamicsProblem(arm, shaped=False)}
         per_seed = {m: [] for m in methods}
         timing, best_lrs = {}, []
+        inertia = {m: [] for m in methods[:3]}
         for seed in tqdm(range(n_seeds), desc=arm):
+            t_seed = time.perf_counter()
             learned = {}
             for name, problem in problems.items():
-                loss = LearnedLoss(hidden_layer_sizes=(50, 50), random_state=seed)
-                meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=20,
-                           tasks_per_iter=2, inner_optimizer=SOLVER, inner_lr=LR,
-                           meta_lr=1e-3, grad_clip=10.0, random_state=seed, verbose=0)
+                loss = make_loss(seed)
+                meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=args.n_updates,
+                           tasks_per_iter=TASKS_PER_ITER, inner_optimizer=SOLVER, inner_lr=LR,
+                           meta_lr=META_LR, grad_clip=10.0, random_state=seed, verbose=0)
                 learned[name] = loss
                 timing.setdefault(name, []).append(loss.meta_info_["meta_train_time_s"])
             rng = np.random.default_rng(50_000 + seed)  # new trajectories
@@ -91,10 +112,15 @@ def main(argv=None):
             per_seed["ML3 unshaped"].append(
                 evaluate(p, learned["unshaped"], test, LR, args.n_updates))
             per_seed[f"MSE (lr {LR})"].append(evaluate(p, mse_loss, test, LR, args.n_updates))
+            for m, fn in (("ML3 shaped", learned["shaped"]),
+                          ("ML3 unshaped", learned["unshaped"]), (f"MSE (lr {LR})", mse_loss)):
+                inertia[m].append(evaluate(p, fn, test, LR, args.n_updates,
+                                           metric=p.inertia_error))
             val_err = {lr: evaluate(p, mse_loss, val, lr, args.n_updates)[-1] for lr in LR_GRID}
             best = min(val_err, key=lambda k: np.nan_to_num(val_err[k], nan=np.inf))
             best_lrs.append(best)
             per_seed["MSE (best lr)"].append(evaluate(p, mse_loss, test, best, args.n_updates))
+            timing.setdefault("wall_s_total", []).append(time.perf_counter() - t_seed)
         summary = {}
         for m in methods:
             arr = np.stack(per_seed[m])
@@ -102,6 +128,10 @@ def main(argv=None):
                           "final_std_over_seeds": float(arr[:, -1].std()),
                           "at_10_updates": float(arr[:, 10].mean()),
                           "curve_mean": arr.mean(0).tolist()}
+            if m in inertia:
+                ine = np.stack(inertia[m])
+                summary[m]["final_inertia_error"] = float(ine[:, -1].mean())
+                summary[m]["final_inertia_error_std"] = float(ine[:, -1].std())
             ax.plot(arr.mean(0), label=m)
         ax.set_yscale("log")
         ax.set_title(arm)
@@ -115,14 +145,19 @@ def main(argv=None):
     plt.close(fig)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     lines = ["# Shaping: inverse dynamics with an inertia prior", "",
-             f"{n_seeds} seeds, {n_meta_iter} meta-iterations, {args.n_updates} Adam updates "
-             "at meta-test on 3 new tasks.", "",
-             "| arm | loss | torque MSE after 10 | after final update (mean +- std) |",
-             "|---|---|---|---|"]
+             f"{n_seeds} seeds, {n_meta_iter} meta-iterations, {args.n_updates} SGD updates "
+             f"(lr {LR}) at meta-test on 3 new tasks; shaped task loss: torque MSE + "
+             f"{args.gamma} * inertia error.", "",
+             "| arm | loss | torque MSE after 10 | after final update (mean +- std) "
+             "| inertia error after final update |",
+             "|---|---|---|---|---|"]
     for arm, r in results["arms"].items():
         for m, s in r["summary"].items():
             lines.append(f"| {arm} | {m} | {s['at_10_updates']:.3f} | "
-                         f"{s['final_torque_mse']:.3f} +- {s['final_std_over_seeds']:.3f} |")
+                         f"{s['final_torque_mse']:.3f} +- {s['final_std_over_seeds']:.3f} | "
+                         + (f"{s['final_inertia_error']:.3f} +- "
+                            f"{s['final_inertia_error_std']:.3f} |"
+                            if "final_inertia_error" in s else "- |"))
     lines += ["", "![curves](torque_error_curves.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

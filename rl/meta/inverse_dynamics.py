@@ -26,17 +26,26 @@ Params = dict[str, torch.Tensor]
 class InertiaNetwork(nn.Module):
     """Inverse dynamics ``tau = M_theta(q) qdd + b_theta(q, qd)`` with a structured inertia.
 
-    ``M_theta(q) = L L^T`` with ``L`` lower-triangular and a positive
+    ``M_theta(q) = D L L^T D`` with ``L`` lower-triangular with a positive
     (softplus) diagonal, so the predicted inertia is symmetric positive
-    definite. Joint angles enter through ``sin q`` and ``cos q``.
+    definite, and ``D = diag(sqrt(mass_scale))`` a fixed scale. Joint angles
+    enter through ``sin q`` and ``cos q``; velocities are divided by a fixed
+    ``velocity_scale`` and the bias network's output is multiplied by a fixed
+    ``torque_scale``. With scales computed from calibration trajectories every
+    network works in unit-size quantities, which keeps plain SGD stable, while
+    ``tau`` and ``M_theta`` stay in physical units.
 
     Parameters
     ----------
     n_joints : int
     hidden_layer_sizes : tuple of int, default=(64, 64)
+    velocity_scale, torque_scale, mass_scale : array-like of shape (n_joints,), optional
+        Fixed per-joint scales of ``qd``, of the torques and of the diagonal of
+        the inertia (default: ones).
     """
 
-    def __init__(self, n_joints: int, hidden_layer_sizes=(64, 64)):
+    def __init__(self, n_joints: int, hidden_layer_sizes=(64, 64), *, velocity_scale=None,
+                 torque_scale=None, mass_scale=None):
         super().__init__()
         self.n_joints = int(n_joints)
         n = self.n_joints
@@ -48,6 +57,14 @@ class InertiaNetwork(nn.Module):
                 width = int(h)
             return nn.Sequential(*layers, nn.Linear(width, n_out))
 
+        def scale(value, name):
+            if value is None:
+                return torch.ones(n)
+            value = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+            if value.shape != (n,) or not torch.all(value > 0):
+                raise ValueError(f"{name} must hold {n} positive numbers, got {value.tolist()}")
+            return value
+
         self.inertia = mlp(2 * n, n * (n + 1) // 2)
         self.bias_force = mlp(3 * n, n)
         rows, cols = torch.tril_indices(n, n)
@@ -57,6 +74,12 @@ class InertiaNetwork(nn.Module):
         unpack[torch.arange(len(rows)), rows * n + cols] = 1.0
         self.register_buffer("unpack", unpack, persistent=False)
         self.register_buffer("diagonal", (rows == cols), persistent=False)
+        self.register_buffer("velocity_scale", scale(velocity_scale, "velocity_scale"),
+                             persistent=False)
+        self.register_buffer("torque_scale", scale(torque_scale, "torque_scale"),
+                             persistent=False)
+        self.register_buffer("mass_root", scale(mass_scale, "mass_scale").sqrt(),
+                             persistent=False)
 
     def mass_matrix(self, q: torch.Tensor) -> torch.Tensor:
         """Predicted inertia, shape ``(N, n_joints, n_joints)``."""
@@ -64,6 +87,7 @@ class InertiaNetwork(nn.Module):
         raw = self.inertia(torch.cat([torch.sin(q), torch.cos(q)], dim=-1))
         raw = torch.where(self.diagonal, F.softplus(raw) + 1e-3, raw)
         L = (raw @ self.unpack).reshape(*q.shape[:-1], n, n)
+        L = self.mass_root.unsqueeze(-1) * L  # D L
         return L @ L.transpose(-1, -2)
 
     def forward(self, X: torch.Tensor, return_mass: bool = False):
@@ -71,7 +95,8 @@ class InertiaNetwork(nn.Module):
         n = self.n_joints
         q, qd, qdd = X[..., :n], X[..., n:2 * n], X[..., 2 * n:3 * n]
         M = self.mass_matrix(q)
-        bias = self.bias_force(torch.cat([torch.sin(q), torch.cos(q), qd], dim=-1))
+        features = torch.cat([torch.sin(q), torch.cos(q), qd / self.velocity_scale], dim=-1)
+        bias = self.bias_force(features) * self.torque_scale
         tau = (M @ qdd.unsqueeze(-1)).squeeze(-1) + bias
         return (tau, M) if return_mass else tau
 
@@ -132,7 +157,15 @@ class InverseDynamicsProblem:
         self.torque_scale = torch.tensor(calib["tau"].reshape(-1, n).std(0), dtype=torch.float32)
         diag = np.diagonal(calib["M"].reshape(-1, n, n), axis1=1, axis2=2).mean(0)
         self.inertia_scale = torch.tensor(np.sqrt(np.outer(diag, diag)), dtype=torch.float32)
-        self._module = build_seeded(lambda: InertiaNetwork(n, self.hidden_layer_sizes), 0)
+        self.velocity_scale = torch.tensor(calib["qd"].reshape(-1, n).std(0),
+                                           dtype=torch.float32)
+        self.mass_scale = torch.tensor(diag, dtype=torch.float32)
+        self._module = build_seeded(self._network, 0)
+
+    def _network(self) -> InertiaNetwork:
+        return InertiaNetwork(self.n_joints, self.hidden_layer_sizes,
+                              velocity_scale=self.velocity_scale,
+                              torque_scale=self.torque_scale, mass_scale=self.mass_scale)
 
     @property
     def n_joints(self) -> int:
@@ -160,8 +193,7 @@ class InverseDynamicsProblem:
                     {"M": t(M[va])})
 
     def init_params(self, task: Task, seed: int) -> Params:
-        module = build_seeded(lambda: InertiaNetwork(self.n_joints, self.hidden_layer_sizes),
-                              seed)
+        module = build_seeded(self._network, seed)
         return {k: v.detach().clone() for k, v in module.named_parameters()}
 
     def predict(self, params: Params, X: torch.Tensor, return_mass: bool = False):
