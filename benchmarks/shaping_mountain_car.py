@@ -5,13 +5,21 @@ task loss differentiated, through the exact torch twin of the environment
 (:func:`rl.envs.mountain_car_step`). The car starts at rest at the valley
 bottom; a task is a goal position on the right hill.
 
-- ML3 shaped: meta-train task loss ``|x_T - g| + gamma * min_t (x_t - x_left)^2``
-  (the intermediate point ``x_left`` is meta-train-only information);
+- ML3 shaped: meta-train task loss ``|x_T - g| + gamma * max(0, min_t x_t - x_left)``
+  (the intermediate point ``x_left`` on the left hill is meta-train-only
+  information; the hinge vanishes once the rollout swings that far);
 - ML3 unshaped: meta-train task loss ``|x_T - g|``;
 - iLQR (:func:`rl.baselines.ilqr`) from rest with the environment's own
   objective (``sum_t |x_t - g|``, plus the final distance), zero initial controls;
-- task loss: Adam on ``|x_T - g|`` through the twin, at the learned losses'
-  step size and at its best step size from a grid (picked on the training goals).
+- task loss: gradient descent on ``|x_T - g|`` through the twin, with the
+  learned losses' optimizer and step size, and with Adam at its best step size
+  from a grid (picked on the training goals).
+
+Meta-training follows the scheme that worked for the model-based PointmassGoal
+experiment: an episode is as long as the meta-test run (``inner_steps`` =
+``--test-updates`` plain SGD policy updates, ``phi`` updated after every one),
+4 goals per meta-iteration, and goal-relative loss inputs
+``(g - x_t, v_t / 0.07, a_t)``.
 
 At meta-test the learned losses train fresh policies on held-out goals
 alone; each trained policy is also run in the gymnasium env
@@ -111,15 +119,20 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", help="5 seeds, 2000 meta-iterations")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--meta-iter", type=int, default=None)
-    parser.add_argument("--inner-steps", type=int, default=20)
+    parser.add_argument("--inner-steps", type=int, default=None,
+                        help="policy updates per meta-training episode (default: --test-updates)")
+    parser.add_argument("--tasks-per-iter", type=int, default=4)
+    parser.add_argument("--loss-features", default="relative", choices=("relative", "absolute"))
     parser.add_argument("--inner-lr", type=float, default=30.0)
     parser.add_argument("--solver", default="sgd")
-    parser.add_argument("--meta-lr", type=float, default=3e-3)
-    parser.add_argument("--gamma", type=float, default=1.0)
+    parser.add_argument("--meta-lr", type=float, default=1e-2)
+    parser.add_argument("--gamma", type=float, default=0.3)
     parser.add_argument("--test-updates", type=int, default=30)
     parser.add_argument("--n-test", type=int, default=4)
     parser.add_argument("--out", default="results/shaping_mountain_car")
     args = parser.parse_args(argv)
+    if args.inner_steps is None:
+        args.inner_steps = args.test_updates
     torch.set_num_threads(1)
     n_seeds = args.seeds or (5 if args.full else 2)
     n_iter = args.meta_iter or (2000 if args.full else 250)
@@ -131,8 +144,10 @@ def main(argv=None):
     test_goals = MountainCarGoalEnv.sample_tasks(args.n_test, rng, "right").ravel()
     problems = {
         "ml3_shaped": MountainCarShapingProblem(train_goals, shaped=True, gamma=args.gamma,
-                                                policy_hidden=None),
-        "ml3_unshaped": MountainCarShapingProblem(train_goals, shaped=False, policy_hidden=None),
+                                                policy_hidden=None,
+                                                loss_features=args.loss_features),
+        "ml3_unshaped": MountainCarShapingProblem(train_goals, shaped=False, policy_hidden=None,
+                                                  loss_features=args.loss_features),
     }
     problem = problems["ml3_unshaped"]
     test_tasks = [problem.make_task(g) for g in test_goals]  # no extra information
@@ -145,7 +160,8 @@ def main(argv=None):
         for name, prob in problems.items():
             loss = new_loss(prob, seed)
             meta_train(loss, prob, n_meta_iter=n_iter, inner_steps=args.inner_steps,
-                       tasks_per_iter=1, inner_optimizer=args.solver, inner_lr=args.inner_lr,
+                       tasks_per_iter=args.tasks_per_iter, inner_optimizer=args.solver,
+                       inner_lr=args.inner_lr,
                        meta_lr=args.meta_lr, grad_clip=10.0, random_state=seed, verbose=1)
             timing[name].append(loss.meta_info_["meta_train_time_s"])
             losses[(name, seed)] = loss
@@ -197,7 +213,8 @@ def main(argv=None):
             "train_goals": train_goals.tolist(), "test_goals": test_goals.tolist(),
             "horizon": problem.horizon, "intermediate": problems["ml3_shaped"].intermediate,
             "gamma": args.gamma, "seeds": n_seeds, "meta_iter": n_iter,
-            "inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "solver": args.solver,
+            "inner_steps": args.inner_steps, "tasks_per_iter": args.tasks_per_iter,
+            "loss_features": args.loss_features, "inner_lr": args.inner_lr, "solver": args.solver,
             "meta_lr": args.meta_lr, "test_updates": args.test_updates,
             "task_loss_lr_grid": grid_score, "task_loss_best_lr": best_lr,
             "ilqr_iterations": list(ILQR_ITERS),

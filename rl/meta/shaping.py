@@ -210,10 +210,18 @@ class MountainCarShapingProblem(_TwinGoalProblem):
     twin dynamics:
 
     - unshaped: ``|x_T - goal|``;
-    - shaped: ``beta * |x_T - goal| + gamma * min_t (x_t - x_left)^2``, with
-      the intermediate point ``x_left`` stored in ``task.extra["intermediate"]``;
-      with ``intermediate_step=k`` the term is ``(x_k - x_left)^2`` instead (the
-      car must be there at step ``k``; ``k`` is stored in the extra too).
+    - shaped: ``beta * |x_T - goal| + gamma * max(0, min_t x_t - x_left)``, with
+      the intermediate point ``x_left`` stored in ``task.extra["intermediate"]``:
+      a hinge that rewards swinging at least as far left as ``x_left`` and
+      vanishes once the rollout gets there, so it never competes with the
+      final-distance term after the swing is found; with ``intermediate_step=k``
+      the term is ``max(0, x_k - x_left)`` instead (the car must be there at
+      step ``k``; ``k`` is stored in the extra too).
+
+    The learned loss reads one row per time step (:meth:`loss_inputs`):
+    ``(goal - x_t, v_t / 0.07, a_t)`` with ``loss_features="relative"``
+    (default; goal-relative, the same for every goal), or the policy's
+    features and the action with ``loss_features="absolute"``.
 
     Parameters
     ----------
@@ -230,6 +238,8 @@ class MountainCarShapingProblem(_TwinGoalProblem):
     policy_hidden : sequence of int or None, default=(16, 16)
         Hidden widths of the MLP policy; ``None`` makes the policy an
         open-loop action sequence ``a_t = tanh(u_t)`` (parameters ``{"u"}``).
+    loss_features : {"relative", "absolute"}, default="relative"
+        Inputs of the learned loss (see above).
     """
 
     n_actions = 1
@@ -237,7 +247,12 @@ class MountainCarShapingProblem(_TwinGoalProblem):
 
     def __init__(self, goals, *, shaped: bool = True, beta: float = 1.0, gamma: float = 1.0,
                  intermediate: float = -1.0, intermediate_step: int | None = None,
-                 horizon: int = 100, policy_hidden: Sequence[int] | None = (16, 16)) -> None:
+                 horizon: int = 100, policy_hidden: Sequence[int] | None = (16, 16),
+                 loss_features: str = "relative") -> None:
+        if loss_features not in ("relative", "absolute"):
+            raise ValueError(f"loss_features must be 'relative' or 'absolute', got "
+                             f"{loss_features!r}")
+        self.loss_features = loss_features
         from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION
 
         if int(horizon) < 1:
@@ -286,6 +301,28 @@ class MountainCarShapingProblem(_TwinGoalProblem):
         goal = goal.expand(*pos.shape[:-1], 1)
         return torch.cat([pos, vel, goal, goal - pos], -1)
 
+    @property
+    def n_loss_inputs(self) -> int:
+        """Features per row of :meth:`loss_inputs` (``LearnedLoss(n_inputs=...)``)."""
+        if self.loss_features == "relative":
+            return 2 + self.n_actions
+        return self.n_features + self.n_actions
+
+    def loss_inputs(self, params: Params, task: GoalTask) -> tuple[torch.Tensor, ...]:
+        """One row per time step: ``(goal - x_t, v_t / 0.07, a_t)`` ("relative").
+
+        The states come from a rollout of the detached policy; the actions are
+        recomputed from them so that they are differentiable w.r.t. ``params``.
+        Reads ``task.goal`` only.
+        """
+        if self.loss_features == "absolute":
+            return super().loss_inputs(params, task)
+        with torch.no_grad():
+            states, _ = self.rollout({k: v.detach() for k, v in params.items()}, task.goal)
+        states = states[:-1]
+        feats = self.features(states, task.goal)
+        return feats[:, [3, 1]], self.act(params, states, task.goal)
+
     def final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
         """``|x_T - goal|`` of a differentiable twin rollout (reads ``task.goal`` only)."""
         states, _ = self.rollout(params, task.goal)
@@ -296,15 +333,16 @@ class MountainCarShapingProblem(_TwinGoalProblem):
         distance = torch.sqrt((states[-1, 0] - task.goal[0]) ** 2 + 1e-10)
         if not self.shaped:
             return distance
-        offset2 = (states[:, 0] - task.extra["intermediate"]) ** 2
         if "intermediate_step" in task.extra:
-            visit = offset2[int(task.extra["intermediate_step"])]
+            reach = states[int(task.extra["intermediate_step"]), 0]
         else:
-            visit = offset2.min()
+            reach = states[:, 0].min()
+        visit = torch.relu(reach - task.extra["intermediate"])
         return self.beta * distance + self.gamma * visit
 
     def describe(self) -> dict[str, Any]:
         return {"type": "mountain_car_shaping", "shaped": self.shaped, "beta": self.beta,
+                "loss_features": self.loss_features,
                 "gamma": self.gamma, "intermediate": self.intermediate,
                 "intermediate_step": self.intermediate_step,
                 "horizon": self.horizon, "goals": self.goals.ravel().tolist(),

@@ -48,7 +48,8 @@ def test_mountain_car_task_loss_adds_the_intermediate_term():
     task = problem.sample_tasks(1, np.random.default_rng(0))[0]
     params = problem.init_params(task, 0)
     states, _ = problem.rollout(params, task.goal)
-    visit = ((states[:, 0] - problem.intermediate) ** 2).min()
+    visit = max(float(states[:, 0].min()) - problem.intermediate, 0.0)
+    assert visit > 0  # a random policy does not swing to the left hill
     distance = unshaped.task_loss(params, task)
     assert float(distance) == pytest.approx(abs(float(states[-1, 0]) - 0.45), abs=1e-4)
     assert float(problem.task_loss(params, task)) == pytest.approx(
@@ -62,7 +63,8 @@ def test_timed_intermediate_goal_reads_one_step():
     assert int(task.extra["intermediate_step"]) == 4
     params = problem.init_params(task, 0)
     states, _ = problem.rollout(params, task.goal)
-    expected = abs(float(states[-1, 0]) - 0.45) + (float(states[4, 0]) - problem.intermediate) ** 2
+    expected = abs(float(states[-1, 0]) - 0.45) + max(float(states[4, 0]) - problem.intermediate,
+                                                       0.0)
     assert float(problem.task_loss(params, task)) == pytest.approx(expected, abs=1e-4)
 
 
@@ -126,6 +128,7 @@ def test_tiny_meta_training_lowers_the_cloning_task_loss(reacher):
     lambda: MountainCarShapingProblem([0.4], gamma=-1.0),
     lambda: MountainCarShapingProblem([0.4], policy_hidden=(0,)),
     lambda: MountainCarShapingProblem([0.4], horizon=10, intermediate_step=11),
+    lambda: MountainCarShapingProblem([0.4], loss_features="raw"),
     lambda: ReacherExpertProblem([[0.3, 0.0]], expert_iter=1),
     lambda: ReacherExpertProblem([0.1, 0.1], expert_iter=1),
     lambda: ReacherExpertProblem(np.zeros((0, 2)), expert_iter=1),
@@ -145,3 +148,20 @@ def test_meta_test_rejects_bad_budget():
         train_policy_with_loss(problem, loss, task, n_updates=2, lr=0.0)
     with pytest.raises(ValueError):
         behaviour_cloning(ReacherExpertProblem([[0.1, 0.1]], horizon=3, expert_iter=1), [])
+
+
+def test_mountain_car_relative_loss_inputs_are_goal_minus_position_and_velocity():
+    problem = MountainCarShapingProblem([0.45], horizon=12, policy_hidden=None)
+    absolute = MountainCarShapingProblem([0.45], horizon=12, policy_hidden=None,
+                                         loss_features="absolute")
+    task = problem.make_task(0.45)
+    params = {k: v.requires_grad_() for k, v in problem.init_params(task, 3).items()}
+    feats, actions = problem.loss_inputs(params, task)
+    abs_feats, abs_actions = absolute.loss_inputs(params, task)
+    assert problem.n_loss_inputs == feats.shape[1] + actions.shape[1] == 3
+    assert absolute.n_loss_inputs == abs_feats.shape[1] + abs_actions.shape[1]
+    states, _ = problem.rollout(params, task.goal)
+    torch.testing.assert_close(feats[:, 0], 0.45 - states[:-1, 0].detach())
+    torch.testing.assert_close(feats[:, 1], abs_feats[:, 1])
+    grad, = torch.autograd.grad(actions.sum(), params["u"])
+    assert grad.abs().sum() > 0
