@@ -279,7 +279,7 @@ class LearnedLoss:
         meta_train(self, problem, **kwargs)
         return self
 
-    def check_compatible(self, kind: str, target_scaling: str | None = None, *, stacklevel=3):
+    def check_compatible(self, kind: str, *, stacklevel=3):
         """Raise if this loss cannot serve an estimator of ``kind``; warn on odd use.
 
         Parameters

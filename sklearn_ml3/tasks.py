@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -13,8 +12,6 @@ import torch
 from torch.nn import functional as F
 
 from ._utils import build_seeded
-
-TaskLossFn = Callable[..., torch.Tensor]
 
 
 class Task(NamedTuple):
@@ -177,6 +174,9 @@ class SupervisedProblem:
         self.module_factory = module_factory
         self.task_loss_fn = task_loss
         self.extra_loss = extra_loss
+        # which user terms take predict(X) as a third argument (decided once, not per step)
+        self._takes_predict = {id(fn): len(inspect.signature(fn).parameters) >= 3
+                               for fn in (task_loss, extra_loss) if fn is not None}
         self.beta, self.gamma = float(beta), float(gamma)
         self.batch_size = batch_size
         self.target_scaling = target_scaling
@@ -263,9 +263,8 @@ class SupervisedProblem:
 
     def task_loss(self, params, task):
         def call(fn):
-            predict = lambda X: self.predict(params, task, X)  # noqa: E731
-            if len(inspect.signature(fn).parameters) >= 3:
-                return fn(params, task, predict)
+            if self._takes_predict[id(fn)]:
+                return fn(params, task, lambda X: self.predict(params, task, X))
             return fn(params, task)
 
         base = self.base_task_loss(params, task) if self.task_loss_fn is None \
@@ -307,4 +306,4 @@ def make_problem(tasks, estimator=None, kind="regression", **options):
     return SupervisedProblem(tasks, estimator._module_factory, kind=kind, **options)
 
 
-__all__: Sequence[str] = ["SineTasks", "SupervisedProblem", "Task", "as_task", "make_problem"]
+__all__ = ["SineTasks", "SupervisedProblem", "Task", "as_task", "make_problem"]

@@ -8,6 +8,7 @@ import torch
 
 from sklearn_ml3 import LearnedLoss, MetaLossRegressor, MetaTrainingDiverged, SineTasks
 from sklearn_ml3.meta import differentiable_optimizer, meta_train, update_and_task_loss
+from sklearn_ml3.meta.engine import _stack  # the engine's own task stacking
 from sklearn_ml3.tasks import SupervisedProblem, Task
 
 
@@ -50,12 +51,6 @@ def meta_objective(loss, problem, tasks, params, solver="sgd", lr=0.1, unroll=1,
         value, _, _ = update_and_task_loss(loss, problem, opt, leafs, states, tasks,
                                            unroll=unroll)
     return value
-
-
-def _stack(trees):
-    import optree
-
-    return optree.tree_map(lambda *xs: torch.stack(xs), *trees)
 
 
 def meta_gradient(loss, *args, **kwargs):

@@ -100,7 +100,8 @@ def training_curve(loss: LearnedLoss | str, task: Task, lr: float, n_steps: int 
     return curve
 
 
-def _mean_curve(loss, tasks, lr, n_steps, seed, standardize=None):
+def mean_test_curve(loss, tasks, lr, n_steps, seed, standardize=None) -> np.ndarray:
+    """:func:`training_curve` averaged over ``tasks``; ``inf`` where training diverged."""
     curves = [training_curve(loss, t, lr, n_steps, seed=seed * 100 + i, standardize=standardize)
               for i, t in enumerate(tasks)]
     curve = np.mean(curves, axis=0)
@@ -142,7 +143,7 @@ def run_protocol(seeds=(0, 1, 2, 3, 4), n_test_tasks: int = 10, n_meta_iter: int
         for name, standardize, lr in methods:
             which = loss if name == "learned" else "squared_error"
             curves.setdefault(name, []).append(
-                _mean_curve(which, tasks, lr, n_steps, seed, standardize))
+                mean_test_curve(which, tasks, lr, n_steps, seed, standardize))
     results = _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses,
                          torch_threads, lr_grid, authors_budget_cpu)
     if out_dir is not None:
