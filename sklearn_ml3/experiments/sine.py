@@ -110,14 +110,16 @@ def mean_test_curve(loss, tasks, lr, n_steps, seed, standardize=None) -> np.ndar
 
 def run_protocol(seeds=(0, 1, 2, 3, 4), n_test_tasks: int = 10, n_meta_iter: int | None = None,
                  lr_grid=LR_GRID, n_steps: int = 100, out_dir: str | Path | None = None,
-                 verbose: int = 1, time_budget: bool = True) -> dict[str, Any]:
+                 verbose: int = 1, time_budget: bool = True,
+                 meta_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Meta-train one loss per seed and compare it with MSE on unseen tasks.
 
     Baselines: MSE at the same lr (1e-3) and over ``lr_grid``, on raw targets
     and on standardised targets (the scaling the learned loss uses), so that
     neither the learning rate nor the scaling explains the result.
 
-    With ``time_budget`` each seed also meta-trains once with the authors'
+    ``meta_overrides`` replaces entries of :data:`META` (ablations such as
+    ``{"inner_steps": 1}``). With ``time_budget`` each seed also meta-trains once with the authors'
     budget (500 one-step iterations) to measure speed on equal work.
 
     Returns
@@ -133,7 +135,7 @@ def run_protocol(seeds=(0, 1, 2, 3, 4), n_test_tasks: int = 10, n_meta_iter: int
         [(f"mse_standardized@{lr:g}", True, lr) for lr in lr_grid]
     for seed in tqdm(seeds, desc="seeds", disable=not verbose):
         t_wall, t_cpu = time.perf_counter(), time.process_time()
-        loss = meta_train_sine_loss(seed, n_meta_iter=n_meta_iter)
+        loss = meta_train_sine_loss(seed, n_meta_iter=n_meta_iter, **(meta_overrides or {}))
         meta_wall.append(time.perf_counter() - t_wall)
         meta_cpu.append(time.process_time() - t_cpu)
         losses.append(loss)
@@ -145,7 +147,7 @@ def run_protocol(seeds=(0, 1, 2, 3, 4), n_test_tasks: int = 10, n_meta_iter: int
             curves.setdefault(name, []).append(
                 mean_test_curve(which, tasks, lr, n_steps, seed, standardize))
     results = _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses,
-                         torch_threads, lr_grid, authors_budget_cpu)
+                         torch_threads, lr_grid, authors_budget_cpu, meta_overrides or {})
     if out_dir is not None:
         write_outputs(results, curves, losses[0], Path(out_dir))
     return results
@@ -165,7 +167,7 @@ def time_authors_budget(seed: int) -> float:
 
 
 def _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses,
-               torch_threads, lr_grid, authors_budget_cpu):
+               torch_threads, lr_grid, authors_budget_cpu, meta_overrides):
     steps = [k for k in REPORT_STEPS if k <= n_steps]
     table = {name: {f"k={k}": _stats([c[k] for c in runs]) for k in steps}
              for name, runs in curves.items()}
@@ -182,7 +184,7 @@ def _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses
         "seeds": list(seeds),
         "n_test_tasks": n_test_tasks,
         "n_steps": n_steps,
-        "meta_training": {**META, "n_meta_iter": len(losses[0].meta_history_),
+        "meta_training": {**META, **meta_overrides, "n_meta_iter": len(losses[0].meta_history_),
                           "cpu_s": _stats(meta_cpu), "wall_s": _stats(meta_wall),
                           "cpu_s_total": float(np.sum(meta_cpu))},
         "authors_budget": {**AUTHORS_BUDGET, **({
