@@ -1,6 +1,7 @@
 """Behaviour of MetaLossRegressor and MetaLossClassifier beyond scikit-learn's checks."""
 
 import doctest
+import os
 import pickle
 import subprocess
 import sys
@@ -43,8 +44,8 @@ def digits_loss():
 
 
 def fast(cls, **params):
-    return cls(hidden_layer_sizes=(16,), solver="adam", lr=1e-2, max_iter=50, random_state=0,
-               **params)
+    return cls(**{"hidden_layer_sizes": (16,), "solver": "adam", "lr": 1e-2, "max_iter": 50,
+                  "random_state": 0, **params})
 
 
 # ------------------------------------------------------------------ classifier
@@ -248,9 +249,43 @@ def test_gpu_trained_pickle_loads_on_cpu_only_machine(tmp_path, blobs):
     code = ("import pickle, sys, numpy as np; clf = pickle.loads(open(sys.argv[1], 'rb').read());"
             "print(next(clf.module_.parameters()).device)")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                         text=True, check=True, env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""})
+                         text=True, check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert out.stdout.strip() == "cpu"
     assert next(clf.module_.parameters()).device.type == "cuda"  # the original stays put
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [MetaLossRegressor, MetaLossClassifier])
+def test_cuda_fit_matches_cpu_fit(cls, blobs, digits_loss):
+    X, y = blobs
+    if cls is MetaLossRegressor:
+        X, y = make_regression(120, n_features=4, noise=1.0, random_state=0)
+        y = y / y.std()
+        loss = "squared_error"
+    else:
+        loss = digits_loss
+    cpu = fast(cls, loss=loss).fit(X, y)
+    gpu = fast(cls, loss=loss, device="cuda").fit(X, y)
+    assert next(gpu.module_.parameters()).device.type == "cuda"
+    assert gpu.loss_curve_[-1] < gpu.loss_curve_[0]
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-3, atol=1e-5)
+    out = gpu.predict(X)
+    assert isinstance(out, np.ndarray)
+    assert gpu.score(X, y) == pytest.approx(cpu.score(X, y), abs=1e-3)
+
+
+def test_pickling_leaves_the_fitted_estimator_untouched(blobs):
+    X, y = blobs
+    kw = {"solver": "momentum", "lr": 0.05}
+    clf = fast(MetaLossClassifier, max_iter=5, **kw).fit(X, y)
+    twin = fast(MetaLossClassifier, max_iter=5, **kw).fit(X, y)
+    module, optimizer = clf.module_, clf._optimizer
+    pickle.dumps(clf)
+    assert clf.module_ is module and clf._optimizer is optimizer
+    # the momentum buffers survive, so training continues exactly as without the pickle
+    clf.partial_fit(X, y)
+    twin.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), twin.predict_proba(X))
 
 
 def test_pickle_holds_cpu_tensors_only(blobs):

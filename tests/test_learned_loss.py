@@ -1,6 +1,7 @@
 """LearnedLoss: calling conventions, persistence (safetensors, joblib, pickle), bad files."""
 
 import copy
+import os
 import pickle
 
 import joblib
@@ -170,3 +171,33 @@ def test_float64_and_device_moves_keep_values(trained):
 def test_unseeded_losses_differ():
     a, b = LearnedLoss(), LearnedLoss()
     assert not torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_loss_saves_pickles_and_loads_anywhere(tmp_path, trained):
+    import subprocess
+    import sys
+
+    gpu = copy.deepcopy(trained).to("cuda")
+    assert gpu.device.type == "cuda"
+    gen = torch.Generator().manual_seed(0)
+    y_pred, y = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
+    assert gpu(y_pred.cuda(), y.cuda()).item() == pytest.approx(probe(trained)[0], rel=1e-5)
+
+    gpu.save(tmp_path / "gpu.ml3")
+    on_cpu = LearnedLoss.load(tmp_path / "gpu.ml3")
+    assert on_cpu.device.type == "cpu"
+    assert probe(on_cpu)[0] == pytest.approx(probe(trained)[0], rel=1e-5)
+    back_on_gpu = LearnedLoss.load(tmp_path / "gpu.ml3", device="cuda")
+    assert back_on_gpu.device.type == "cuda"
+
+    (tmp_path / "gpu.pkl").write_bytes(pickle.dumps(gpu))
+    code = ("import pickle, sys; loss = pickle.loads(open(sys.argv[1], 'rb').read());"
+            "print(loss.device.type)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gpu.pkl")],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.stdout.strip() == "cpu"

@@ -110,9 +110,9 @@ def loss_features(obs: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tens
     goal = obs[:, obs.shape[1] - goal_dim:]
     x = torch.cat([obs, actions, log_prob.reshape(-1, 1), goal], dim=-1)
     if shift is not None:
-        x = x - torch.as_tensor(shift, dtype=x.dtype)
+        x = x - torch.as_tensor(shift, dtype=x.dtype, device=x.device)
     if scale is not None:
-        x = x / torch.as_tensor(scale, dtype=x.dtype)
+        x = x / torch.as_tensor(scale, dtype=x.dtype, device=x.device)
     return x
 
 

@@ -232,7 +232,9 @@ class BaseMetaLoss(BaseEstimator):
 
     # -------------------------------------------------------------- pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: on Python >= 3.11 the parent hands back ``self.__dict__`` itself,
+        # and pickling must leave the fitted estimator (its optimizer, its device) alone
+        state = dict(super().__getstate__())
         state.pop("_optimizer", None)  # rebuilt on the next partial_fit
         if "module_" in state:
             # CPU tensors: estimators trained on a GPU load on CPU-only machines

@@ -81,7 +81,8 @@ def test_loss_sees_the_meta_training_features(learned_loss):
     expected = learned_loss(loss_features(obs, actions, log_prob, 2, info["input_shift"],
                                           info["input_scale"]))
     raw = learned_loss(obs, actions, log_prob[:, None], obs[:, -2:])
-    got = model._learned_loss_value(obs, actions, log_prob)
+    dev = model.device  # "auto": a GPU where there is one
+    got = model._learned_loss_value(obs.to(dev), actions.to(dev), log_prob.to(dev)).cpu()
     torch_close = th.testing.assert_close
     torch_close(got, expected)
     assert not th.allclose(got, raw)
@@ -139,7 +140,7 @@ def test_save_load(learned_loss, tmp_path):
     loaded = ML3.load(tmp_path / "agent.zip", env=env)
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
     for k, v in learned_loss.network_.state_dict().items():
-        assert th.equal(loaded.learned_loss.network_.state_dict()[k], v)
+        assert th.equal(loaded.learned_loss.network_.state_dict()[k].cpu(), v)
     assert loaded.learned_loss.meta_info_["policy"] == learned_loss.meta_info_["policy"]
     np.testing.assert_array_equal(loaded.learned_loss.meta_history_, learned_loss.meta_history_)
     assert loaded.batch_size == 10 and loaded.n_steps == 20
@@ -211,7 +212,7 @@ def test_learned_loss_ppo_weight_zero_is_ppo(learned_loss, tmp_path):
     loaded = LearnedLossPPO.load(tmp_path / "ppo.zip", env=make_env())
     assert loaded.learned_loss_weight == 10.0
     for k, v in weighted.learned_loss.network_.state_dict().items():
-        assert th.equal(loaded.learned_loss.network_.state_dict()[k], v)
+        assert th.equal(loaded.learned_loss.network_.state_dict()[k].cpu(), v)
 
 
 def test_bad_inputs(learned_loss):
@@ -230,3 +231,23 @@ def test_bad_inputs(learned_loss):
     with pytest.raises(ValueError, match="learned_loss_weight"):
         LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
                        learned_loss_weight=-1.0)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_agent_trains_and_loads_on_cpu(learned_loss, tmp_path):
+    env = make_env()
+    model = ML3("MlpPolicy", env, learned_loss=learned_loss, n_steps=20, seed=0, device="cuda")
+    assert model.device.type == "cuda"
+    assert model.learned_loss.device.type == "cuda"
+    before = actor_params(model)
+    model.learn(total_timesteps=40)
+    assert not th.equal(before["action_net.weight"], actor_params(model)["action_net.weight"])
+    assert learned_loss.device.type == "cpu"  # the caller's loss stays where it was
+    obs = np.stack([env.observation_space.sample() for _ in range(5)])
+    action, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "agent.zip")
+
+    loaded = ML3.load(tmp_path / "agent.zip", env=env, device="cpu")
+    assert loaded.device.type == "cpu" and loaded.learned_loss.device.type == "cpu"
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], action, atol=1e-5)
+    loaded.learn(total_timesteps=20, reset_num_timesteps=False)
