@@ -38,6 +38,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from rl.dynamics import DynamicsEnsemble  # noqa: E402
 from rl.meta.model_based import (  # noqa: E402
     env_spec,
+    learned_rates,
     meta_train_model_based_loss,
     policy_trajectory,
     train_policy_with_loss,
@@ -52,7 +53,8 @@ CONFIGS = {
         # goal-frame loss features; each policy is trained for the 40 updates
         # it gets at meta-test, phi updated after every one of them
         "meta": {"n_meta_iter": 400, "inner_steps": 40, "tasks_per_iter": 4,
-                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "goal_frame"},
+                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "goal_frame",
+                 "learned_lr": True},
         "full_meta": {"n_meta_iter": 1200},
         "n_updates": 40, "eval_every": 5, "lr_grid": LR_GRID,
     },
@@ -60,7 +62,8 @@ CONFIGS = {
         "env_id": "ml3/ReacherGoal-v0", "seeds": 3,
         # no velocity of the fingertip in the state: the relative feature set
         "meta": {"n_meta_iter": 200, "inner_steps": 40, "tasks_per_iter": 4,
-                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "relative"},
+                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "relative",
+                 "learned_lr": True},
         "full_meta": {"n_meta_iter": 600},
         "n_updates": 40, "eval_every": 5, "lr_grid": (1e-4, 3e-4, 1e-3, 1e-2, 1e-1, 1.0),
     },
@@ -90,6 +93,12 @@ def run_seed(name: str, seed: int, full: bool) -> dict:
     params_ml3, ml3 = train_policy_with_loss(loss, env_id, test_goals, n_updates,
                                              eval_every=every, random_state=init_seed)
     ml3_time = time.perf_counter() - t0
+    # the learning-rate multiplier the loss outputs along the way (1 without learned_lr)
+    rates = {}
+    for k in sorted({0, min(5, n_updates), n_updates}):
+        params_k = params_ml3 if k == n_updates else train_policy_with_loss(
+            loss, env_id, test_goals, k, eval_every=max(k, 1), random_state=init_seed)[0]
+        rates[k] = learned_rates(loss, params_k, env_id, test_goals).tolist()
     grid = {}
     for grid_lr in tqdm(cfg["lr_grid"], desc=f"{name} seed {seed}: lr grid", leave=False):
         _, dist = train_policy_with_model(dynamics, env_id, test_goals, n_updates, lr=grid_lr,
@@ -115,6 +124,7 @@ def run_seed(name: str, seed: int, full: bool) -> dict:
         "test_goal_region": ["right"] * 5 + ["left"] * 5,
         "steps": steps, "lr": lr, "best_lr": best_lr,
         "ml3": ml3.tolist(), "model_same_lr": grid[lr].tolist(),
+        "learned_rates": {str(k): v for k, v in rates.items()},
         "model_best_lr": grid[best_lr].tolist(),
         "lr_grid": list(cfg["lr_grid"]),
         "model_grid_final": {str(k): v[:, -1].tolist() for k, v in grid.items()},
@@ -217,6 +227,13 @@ def report(name: str, out: Path) -> dict:
         cells = [f"{s['all']['mean'][i]:.3f} +- {s['all']['std'][i]:.3f}" for i in cols]
         cells += [f"{s[r]['mean'][-1]:.3f} +- {s[r]['std'][-1]:.3f}" for r in ("right", "left")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if all("learned_rates" in r for r in runs):
+        keys = list(runs[0]["learned_rates"])
+        per_seed = np.array([[np.mean(r["learned_rates"][k]) for k in keys] for r in runs])
+        lines += ["", "Learning-rate multiplier alpha output by the loss (step = lr * alpha; "
+                  "mean +- std over seeds of the 10-goal mean): "
+                  + ", ".join(f"after {k} updates: {m:.3g} +- {sd:.2g}" for k, m, sd in
+                              zip(keys, per_seed.mean(0), per_seed.std(0), strict=True)) + "."]
     lines += ["", "![curves](distance_vs_updates.png)", "", "![trajectories](trajectories.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

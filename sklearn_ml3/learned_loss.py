@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ._utils import torch_generator
-from .networks import ClassSharedLossNet, PointwiseLossNet
+from .networks import ClassSharedLossNet, LearnedRateLossNet, PointwiseLossNet
 
 FORMAT_NAME = "sklearn-ml3.learned-loss"
 FORMAT_VERSION = 1
@@ -56,6 +56,14 @@ class LearnedLoss:
         Number of features for ``kind="features"``.
     n_extra_inputs : int, default=0
         Extra per-sample inputs for ``kind="regression"`` (e.g. ``x``).
+    learned_lr : bool, default=False
+        Whether the loss also outputs a learning rate (the paper's model-based
+        meta-loss "outputs a loss and a learning rate"). A second small
+        network maps the inputs to a multiplier ``alpha > 0`` (1 before
+        meta-training) and ``loss(...)`` returns ``alpha * mean loss``; the
+        multiplier's inputs are detached, so a gradient step on the result is
+        a step of size ``lr * alpha`` along the gradient of the loss itself.
+        :meth:`learning_rate` returns ``alpha`` for given inputs.
     random_state : int, numpy Generator or None
         Seeds the initial network weights and, unless overridden, the
         meta-training run.
@@ -89,6 +97,7 @@ class LearnedLoss:
         output: str = "softplus",
         n_inputs: int | None = None,
         n_extra_inputs: int = 0,
+        learned_lr: bool = False,
         random_state=None,
     ):
         if kind not in INPUT_KINDS:
@@ -106,6 +115,7 @@ class LearnedLoss:
         self.output = output
         self.n_inputs = None if n_inputs is None else int(n_inputs)
         self.n_extra_inputs = int(n_extra_inputs)
+        self.learned_lr = bool(learned_lr)
         self.random_state = random_state
         self.meta_info_: dict[str, Any] = {}
         # an unseeded loss draws fresh entropy rather than the global torch seed
@@ -123,6 +133,7 @@ class LearnedLoss:
             "output": self.output,
             "n_inputs": self.n_inputs,
             "n_extra_inputs": self.n_extra_inputs,
+            "learned_lr": self.learned_lr,
         }
 
     def _build_network(self, generator: torch.Generator | None) -> torch.nn.Module:
@@ -135,6 +146,10 @@ class LearnedLoss:
                                        self.output)
             else:
                 net = PointwiseLossNet(self.n_inputs, hidden, act, self.bias, self.output)
+            if self.learned_lr:
+                width = {"classification": 2, "regression": 2 + self.n_extra_inputs}.get(
+                    self.kind, self.n_inputs)
+                net = LearnedRateLossNet(net, width, hidden, act)
         if generator is not None:
             with torch.no_grad():
                 for module in net.modules():
@@ -143,6 +158,8 @@ class LearnedLoss:
                         module.weight.uniform_(-bound, bound, generator=generator)
                         if module.bias is not None:
                             module.bias.uniform_(-bound, bound, generator=generator)
+        if self.learned_lr:
+            net.reset_rate()
         return net
 
     @property
@@ -222,19 +239,42 @@ class LearnedLoss:
         return torch.stack(cols, dim=-1)
 
     def per_sample(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Loss of each sample, shape ``(n_samples,)``."""
-        per_row = self.network_(self.features(*inputs))
+        """Loss of each sample, shape ``(n_samples,)`` (without the learned rate)."""
+        return self._per_sample(self.features(*inputs))
+
+    def _per_sample(self, features: torch.Tensor) -> torch.Tensor:
+        per_row = self.network_(features)
         if self.kind == "regression":
             per_row = per_row.mean(-1)  # average over output dimensions
         return per_row
 
     def __call__(self, *inputs: torch.Tensor, sample_weight: torch.Tensor | None = None):
-        """Differentiable scalar loss: the (weighted) mean of :meth:`per_sample`."""
-        per_sample = self.per_sample(*inputs)
+        """Differentiable scalar loss: the (weighted) mean of :meth:`per_sample`.
+
+        With ``learned_lr=True`` the mean is multiplied by
+        :meth:`learning_rate` of the same inputs.
+        """
+        features = self.features(*inputs)
+        per_sample = self._per_sample(features)
         if sample_weight is None:
-            return per_sample.mean()
-        weight = torch.as_tensor(sample_weight, dtype=per_sample.dtype, device=per_sample.device)
-        return (weight * per_sample).sum() / weight.sum()
+            value = per_sample.mean()
+        else:
+            weight = torch.as_tensor(sample_weight, dtype=per_sample.dtype,
+                                     device=per_sample.device)
+            value = (weight * per_sample).sum() / weight.sum()
+        if self.learned_lr:
+            value = value * torch.exp(self.network_.log_rate(features))
+        return value
+
+    def learning_rate(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The learning-rate multiplier ``alpha`` the loss outputs for these inputs.
+
+        Always 1 for a loss built with ``learned_lr=False``. The optimizee's
+        effective step size is ``lr * alpha``.
+        """
+        if not self.learned_lr:
+            return torch.ones((), dtype=self.dtype, device=self.device)
+        return torch.exp(self.network_.log_rate(self.features(*inputs)))
 
     # ------------------------------------------------------------ meta-train
     def meta_fit(self, tasks, estimator=None, **kwargs) -> LearnedLoss:
@@ -377,6 +417,7 @@ class LearnedLoss:
     @classmethod
     def _from_parts(cls, config, meta_info, tensors, device="cpu", dtype=torch.float32):
         loss = cls.__new__(cls)
+        loss.learned_lr = False  # files written before the option existed
         for key, value in config.items():
             setattr(loss, key, tuple(value) if key == "hidden_layer_sizes" else value)
         loss.random_state = None
@@ -419,6 +460,8 @@ class LearnedLoss:
             args.append(f"n_inputs={self.n_inputs}")
         if self.n_extra_inputs:
             args.append(f"n_extra_inputs={self.n_extra_inputs}")
+        if self.learned_lr:
+            args.append("learned_lr=True")
         if self.is_meta_trained:
             info = self.meta_info_
             args.append(

@@ -81,3 +81,42 @@ class ClassSharedLossNet(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features`` has shape ``(..., n_classes, 2)``; returns ``(...,)``."""
         return self.pair(features).sum(-1)
+
+
+class LearnedRateLossNet(nn.Module):
+    """A loss network plus a head that outputs a learning-rate multiplier.
+
+    ``forward`` is the wrapped loss network's per-row loss. :meth:`log_rate`
+    maps the same features, *detached* from whatever produced them, to one
+    log learning-rate multiplier (the mean over rows of a small MLP, softly
+    bounded to ``[-max_log_rate, max_log_rate]``). Its last layer starts at
+    zero, so an untrained head leaves the step size unchanged (multiplier 1).
+
+    Because the rate's inputs are detached, ``d(rate * loss)/d theta = rate *
+    d loss/d theta``: scaling the loss by the rate scales the optimizee's
+    gradient step, while the rate stays differentiable w.r.t. the loss
+    network's own parameters (so meta-training learns it).
+    """
+
+    max_log_rate = 5.0
+
+    def __init__(self, loss_net: nn.Module, n_features: int, hidden_layer_sizes,
+                 activation="relu"):
+        super().__init__()
+        self.loss = loss_net
+        self.rate = make_mlp(n_features, hidden_layer_sizes, 1, activation, bias=True)
+
+    def reset_rate(self) -> None:
+        """Zero the rate head's last layer: multiplier exactly 1."""
+        with torch.no_grad():
+            self.rate[-1].weight.zero_()
+            self.rate[-1].bias.zero_()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-row loss of the wrapped network."""
+        return self.loss(features)
+
+    def log_rate(self, features: torch.Tensor) -> torch.Tensor:
+        """Scalar log learning-rate multiplier for this batch of features."""
+        z = self.rate(features.detach()).mean()
+        return self.max_log_rate * torch.tanh(z / self.max_log_rate)

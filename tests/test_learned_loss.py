@@ -201,3 +201,52 @@ def test_cuda_loss_saves_pickles_and_loads_anywhere(tmp_path, trained):
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert out.stdout.strip() == "cpu"
+
+
+def test_learned_lr_scales_the_gradient_and_survives_persistence(tmp_path):
+    loss = LearnedLoss("features", n_inputs=3, hidden_layer_sizes=(8,), learned_lr=True,
+                       random_state=0)
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(1))
+    theta = torch.tensor([0.5, -1.0, 2.0])
+    assert loss.learning_rate(x).item() == 1.0  # untrained head: the step size is unchanged
+    assert loss(x * theta).item() == pytest.approx(loss.per_sample(x * theta).mean().item())
+    with torch.no_grad():
+        loss.network_.rate[0].weight.normal_(generator=torch.Generator().manual_seed(2))
+        loss.network_.rate[-1].weight.fill_(0.3)
+    alpha = loss.learning_rate(x * theta)
+    assert alpha.item() != pytest.approx(1.0)
+    # d(alpha * L)/d theta = alpha * dL/d theta, in autograd and in torch.func alike
+    grad = torch.func.grad(lambda t: loss(x * t))(theta)
+    plain = torch.func.grad(lambda t: loss.per_sample(x * t).mean())(theta)
+    torch.testing.assert_close(grad, alpha.detach() * plain)
+    t = theta.clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(loss(x * t), t)
+    torch.testing.assert_close(auto, grad)
+    # ... while alpha itself stays differentiable w.r.t. phi (meta-training learns it)
+    loss(x * theta).backward()
+    assert loss.network_.rate[-1].bias.grad.abs().item() > 0
+
+    assert "learned_lr=True" in repr(loss)
+    loss.save(tmp_path / "rate.ml3")
+    for other in (LearnedLoss.load(tmp_path / "rate.ml3"), pickle.loads(pickle.dumps(loss))):
+        assert other.learned_lr
+        torch.testing.assert_close(other.learning_rate(x * theta), alpha)
+        torch.testing.assert_close(other(x * theta), loss(x * theta))
+
+
+def test_files_without_learned_lr_still_load(tmp_path, trained):
+    import json
+
+    from safetensors import safe_open
+
+    trained.save(tmp_path / "a.ml3")
+    with safe_open(str(tmp_path / "a.ml3"), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    del config["learned_lr"]  # as written before the option existed
+    meta["config"] = json.dumps(config)
+    save_file(tensors, tmp_path / "old.ml3", metadata=meta)
+    old = LearnedLoss.load(tmp_path / "old.ml3")
+    assert not old.learned_lr and old.learning_rate(torch.zeros(3), torch.zeros(3)).item() == 1.0
+    assert probe(old)[0] == pytest.approx(probe(trained)[0])

@@ -466,6 +466,7 @@ def meta_train_model_based_loss(
     model_member: str = "mean",
     features: str = "auto",
     grad_clip: float | None = 10.0,
+    learned_lr: bool = True,
     random_state=0,
     verbose: int = 1,
 ) -> LearnedLoss:
@@ -512,6 +513,12 @@ def meta_train_model_based_loss(
         the goal frame on PointmassGoal and the relative set on ReacherGoal.
     grad_clip : float or None, default=10.0
         Clip of the meta-gradient norm.
+    learned_lr : bool, default=True
+        Whether the loss also outputs a learning rate from the trajectory and
+        goal (the paper's meta-loss outputs "a loss and a learning rate"):
+        each policy update is then a step of ``inner_lr * alpha`` with
+        ``alpha = loss.learning_rate(...)`` (see :class:`LearnedLoss`), and
+        :func:`learned_rates` reads ``alpha`` for trained policies.
     random_state : int, default=0
         Seeds goals, loss and model initialisation, policy initialisations and
         exploration.
@@ -539,7 +546,7 @@ def meta_train_model_based_loss(
     problem.fit_dynamics(initial_epochs)
     loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec, problem.features),
                        hidden_layer_sizes=loss_hidden, output="softplus",
-                       random_state=int(rng.integers(2**31 - 1)))
+                       learned_lr=learned_lr, random_state=int(rng.integers(2**31 - 1)))
 
     def refit(iteration: int, _value: float) -> None:
         if refit_every and (iteration + 1) % refit_every == 0 and iteration + 1 < n_meta_iter:
@@ -748,6 +755,49 @@ def train_policy_with_model(
     return params, distances
 
 
+def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
+                  policy_hidden: Sequence[int] | None = None) -> np.ndarray:
+    """Learning-rate multipliers ``alpha`` the loss outputs for trained policies.
+
+    Parameters
+    ----------
+    loss : LearnedLoss
+        A loss from :func:`meta_train_model_based_loss`.
+    params : dict of str to Tensor
+        Policies as returned by :func:`train_policy_with_loss` (stacked along
+        a leading goal axis for several goals).
+    env_id : str
+    goal : array-like of shape (2,) or (n_goals, 2)
+    policy_hidden : sequence of int, optional
+        Policy architecture; by default the meta-training one.
+
+    Returns
+    -------
+    ndarray of shape (n_goals,)
+        ``loss.learning_rate`` of each policy's real-environment trajectory
+        (all ones for a loss without a learned learning rate); the policy's
+        next update is a step of ``lr * alpha``.
+    """
+    spec = env_spec(env_id)
+    features = feature_set_of(loss, spec)
+    goals, single = _as_goals(spec, goal)
+    info = loss.meta_info_.get("policy") or {}
+    if single:
+        params = {k: v.unsqueeze(0) for k, v in params.items()}
+    if policy_hidden is None:
+        policy_hidden = info.get("hidden_layer_sizes", (32, 32))
+    rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden))
+    rates = []
+    with torch.no_grad():
+        for i, g in enumerate(goals):
+            p = _unstack(params, i)
+            states = torch.as_tensor(rollouts.real(p, g)[0][:-1], dtype=torch.float32)
+            goal_t = torch.as_tensor(g, dtype=torch.float32)
+            rates.append(float(loss.learning_rate(*loss_features(
+                spec, states, rollouts.act(p, states, goal_t), goal_t, features))))
+    return np.asarray(rates)
+
+
 def policy_trajectory(params: Params, env_id: str, goal,
                       policy_hidden: Sequence[int] = (32, 32)) -> np.ndarray:
     """Real-environment positions ``(T+1, 2)`` of one trained :class:`GoalPolicy` (for plots)."""
@@ -766,6 +816,7 @@ __all__ = [
     "ModelBasedProblem",
     "env_spec",
     "feature_set_of",
+    "learned_rates",
     "loss_features",
     "meta_train_model_based_loss",
     "n_loss_inputs",

@@ -10,6 +10,7 @@ from rl.meta.model_based import (
     FEATURE_SETS,
     ModelBasedProblem,
     env_spec,
+    learned_rates,
     loss_features,
     meta_train_model_based_loss,
     n_loss_inputs,
@@ -101,10 +102,46 @@ def test_meta_training_runs_the_mbrl_loop():
     # the task loss differentiates through the model but leaves it to its own fits
     assert not any(p.requires_grad or p.grad is not None for p in dynamics.parameters())
     untouched = LearnedLoss(kind="features", n_inputs=loss.n_inputs, hidden_layer_sizes=(8,),
-                            random_state=loss.random_state)
-    changed = [not torch.equal(a, b) for a, b in
-               zip(loss.parameters(), untouched.parameters(), strict=True)]
-    assert any(changed)  # meta-gradients reached phi
+                            learned_lr=True, random_state=loss.random_state)
+    changed = {name for (name, a), b in
+               zip(loss.network_.named_parameters(), untouched.parameters(), strict=True)
+               if not torch.equal(a, b)}
+    # meta-gradients reached phi: the loss and the learning-rate head it outputs
+    assert any(name.startswith("loss.") for name in changed)
+    assert {"rate.2.weight", "rate.2.bias"} <= changed
+    goals = np.array([[-1.0, 0.3], [0.7, -0.7]])
+    params, _ = train_policy_with_loss(loss, PM, goals, 2, random_state=0)
+    rates = learned_rates(loss, params, PM, goals)
+    assert rates.shape == (2,) and (rates > 0).all() and not np.allclose(rates, 1.0)
+    assert learned_rates(loss, {k: v[0] for k, v in params.items()}, PM, goals[0])[0] == \
+        pytest.approx(rates[0])
+
+
+def test_learned_rate_scales_the_policy_step():
+    """With learned_lr the update is lr * alpha * grad of the loss: alpha acts as a step size."""
+    spec = env_spec(PM)
+    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec), hidden_layer_sizes=(8,),
+                       learned_lr=True, random_state=0)
+    loss.meta_info_["inner_lr"] = 0.05
+    plain = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec), hidden_layer_sizes=(8,),
+                        random_state=0)
+    plain.meta_info_["inner_lr"] = 0.05
+    assert learned_rates(loss, train_policy_with_loss(loss, PM, [0.5, 0.5], 0)[0], PM,
+                         [0.5, 0.5])[0] == pytest.approx(1.0)  # untrained head: alpha = 1
+    p_rate, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 1, policy_hidden=(8,))
+    p_plain, _ = train_policy_with_loss(plain, PM, [0.5, 0.5], 1, policy_hidden=(8,))
+    for k in p_rate:  # same loss network, alpha = 1: identical first step
+        torch.testing.assert_close(p_rate[k], p_plain[k])
+    with torch.no_grad():
+        loss.network_.rate[-1].bias.fill_(np.log(3.0))
+    p0, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 0, policy_hidden=(8,))
+    p_fast, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 1, policy_hidden=(8,))
+    step_fast = torch.cat([(p_fast[k] - p0[k]).flatten() for k in p0])
+    step_plain = torch.cat([(p_plain[k] - p0[k]).flatten() for k in p0])
+    assert step_plain.norm() > 1e-3
+    alpha = learned_rates(loss, p0, PM, [0.5, 0.5], policy_hidden=(8,))[0]
+    assert 2.5 < alpha < 3.0  # exp of the softly bounded log-rate
+    torch.testing.assert_close(step_fast, float(alpha) * step_plain, rtol=1e-3, atol=1e-6)
 
 
 def test_task_loss_through_the_exact_model_reaches_a_left_goal():
