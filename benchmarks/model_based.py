@@ -70,11 +70,11 @@ CONFIGS = {
 }
 
 
-def run_seed(name: str, seed: int, full: bool) -> dict:
+def run_seed(name: str, seed: int, full: bool, overrides: dict | None = None) -> dict:
     cfg = CONFIGS[name]
     env_id = cfg["env_id"]
     spec = env_spec(env_id)
-    meta = dict(cfg["meta"], **(cfg["full_meta"] if full else {}))
+    meta = dict(cfg["meta"], **(cfg["full_meta"] if full else {}), **(overrides or {}))
     rng = np.random.default_rng(seed)
     train_goals = spec.sample_goals(10, rng, "right")
     test_rng = np.random.default_rng(10_000 + seed)  # a stream meta-training never sees
@@ -248,8 +248,15 @@ def main(argv=None) -> None:
     parser.add_argument("--full", action="store_true", help="longer meta-training")
     parser.add_argument("--report-only", action="store_true",
                         help="aggregate the saved seeds without running any")
+    parser.add_argument("--inner-lr", type=float, default=None,
+                        help="policy SGD step size (default: the env's CONFIGS entry)")
+    parser.add_argument("--no-learned-lr", action="store_true",
+                        help="a loss without the learned learning-rate output")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
+    overrides = {} if args.inner_lr is None else {"inner_lr": args.inner_lr}
+    if args.no_learned_lr:
+        overrides["learned_lr"] = False
     torch.set_num_threads(1)
     out = args.out / f"model_based_{args.env}"
     (out / "seeds").mkdir(parents=True, exist_ok=True)
@@ -260,7 +267,7 @@ def main(argv=None) -> None:
             if path.exists():
                 print(f"seed {seed}: already done ({path})")
                 continue
-            result = run_seed(args.env, seed, args.full)
+            result = run_seed(args.env, seed, args.full, overrides)
             path.write_text(json.dumps(result))
     report(args.env, out)
 

@@ -25,7 +25,7 @@ final distance / success (< 0.02) of the trained policy in the gymnasium env
 
 Usage::
 
-    python benchmarks/shaping_expert_demos.py           # 2 seeds x 150 meta-iterations
+    python benchmarks/shaping_expert_demos.py           # 5 seeds x 150 meta-iterations (~3 min)
     python benchmarks/shaping_expert_demos.py --full    # 5 seeds x 1000 meta-iterations
 """
 
@@ -79,7 +79,7 @@ def main(argv=None):
     parser.add_argument("--out", default="results/shaping_expert_demos")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    n_seeds = args.seeds or (5 if args.full else 2)
+    n_seeds = args.seeds or 5
     n_iter = args.meta_iter or (1000 if args.full else 150)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ last step.
 
 Usage::
 
-    python benchmarks/shaping_mountain_car.py           # 3 seeds x 400 meta-iterations
+    python benchmarks/shaping_mountain_car.py           # 5 seeds x 400 meta-iterations (~10 min)
     python benchmarks/shaping_mountain_car.py --full    # 5 seeds x 2000 meta-iterations
 """
 
@@ -134,7 +134,7 @@ def main(argv=None):
     if args.inner_steps is None:
         args.inner_steps = args.test_updates
     torch.set_num_threads(1)
-    n_seeds = args.seeds or (5 if args.full else 3)
+    n_seeds = args.seeds or 5
     n_iter = args.meta_iter or (2000 if args.full else 400)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
