@@ -250,6 +250,9 @@ def main(argv=None) -> None:
                         help="aggregate the saved seeds without running any")
     parser.add_argument("--inner-lr", type=float, default=None,
                         help="policy SGD step size (default: the env's CONFIGS entry)")
+    parser.add_argument("--features", default=None,
+                        choices=("full", "relative", "goal_frame", "joint_frame"),
+                        help="loss features (default: the env's CONFIGS entry)")
     parser.add_argument("--no-learned-lr", action="store_true",
                         help="a loss without the learned learning-rate output")
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -257,6 +260,8 @@ def main(argv=None) -> None:
     overrides = {} if args.inner_lr is None else {"inner_lr": args.inner_lr}
     if args.no_learned_lr:
         overrides["learned_lr"] = False
+    if args.features is not None:
+        overrides["features"] = args.features
     torch.set_num_threads(1)
     out = args.out / f"model_based_{args.env}"
     (out / "seeds").mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,10 @@ class GoalEnvSpec:
         Steps per rollout.
     make_kwargs : dict
         Keyword arguments of ``gymnasium.make``.
+    arm_links : tuple of float or None
+        Link lengths of a planar 2-link arm whose state starts with
+        ``(cos q1, cos q2, sin q1, sin q2, qd1, qd2)`` (the joint-frame loss
+        features need them).
     """
 
     env_id: str
@@ -79,6 +83,7 @@ class GoalEnvSpec:
     velocity: tuple[int, ...] | None
     horizon: int
     make_kwargs: dict
+    arm_links: tuple[float, float] | None = None
 
     def state_from_obs(self, obs: np.ndarray) -> np.ndarray:
         """The goal-free physical state in an observation."""
@@ -99,7 +104,7 @@ ENV_SPECS = {
     "ml3/PointmassGoal-v0": GoalEnvSpec(
         "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), (2, 3), 30, {"init_noise": 0.0}),
     "ml3/ReacherGoal-v0": GoalEnvSpec(
-        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}),
+        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}, (0.1, 0.11)),
 }
 #: Seed of every reset: the start state is the same in every rollout, and the
 #: model's rollouts start from it too.
@@ -158,12 +163,15 @@ class GoalPolicy(nn.Module):
 
 
 #: Feature sets of the learned loss (see :func:`loss_features`).
-FEATURE_SETS = ("full", "relative", "goal_frame")
+FEATURE_SETS = ("full", "relative", "goal_frame", "joint_frame")
 
 
 def default_feature_set(spec: GoalEnvSpec) -> str:
-    """``"goal_frame"`` where the state holds the position's velocity, else ``"relative"``."""
-    return "goal_frame" if spec.velocity is not None else "relative"
+    """``"goal_frame"`` where the state holds the position's velocity, ``"joint_frame"``
+    for a 2-link arm, else ``"relative"``."""
+    if spec.velocity is not None:
+        return "goal_frame"
+    return "joint_frame" if spec.arm_links is not None else "relative"
 
 
 def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
@@ -173,7 +181,22 @@ def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
     if features == "goal_frame" and spec.velocity is None:
         raise ValueError(f"goal-frame features need the position's velocity in the state; "
                          f"{spec.env_id} has none (use 'relative')")
+    if features == "joint_frame" and spec.arm_links is None:
+        raise ValueError(f"joint-frame features need a 2-link arm; {spec.env_id} is not one "
+                         "(use 'goal_frame' or 'relative')")
     return features
+
+
+def _arm_jacobian_t(spec: GoalEnvSpec, states: torch.Tensor, offset: torch.Tensor):
+    """``J(q)^T d``: the fingertip offset ``d`` as joint-space directions, shape (T, 2)."""
+    l1, l2 = spec.arm_links
+    c1, c2, s1, s2 = states[:, 0], states[:, 1], states[:, 2], states[:, 3]
+    c12, s12 = c1 * c2 - s1 * s2, s1 * c2 + c1 * s2
+    dx, dy = offset[:, 0], offset[:, 1]
+    # tip = l1 (c1, s1) + l2 (c12, s12); J = d tip / d (q1, q2)
+    g1 = (-l1 * s1 - l2 * s12) * dx + (l1 * c1 + l2 * c12) * dy
+    g2 = -l2 * s12 * dx + l2 * c12 * dy
+    return torch.stack([g1, g2], -1)
 
 
 def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor,
@@ -196,7 +219,13 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
           seen from the goal. These are unchanged when the whole problem is
           rotated about the start, so goals in one half-plane look like goals
           in the other.
-        - ``"auto"``: ``"goal_frame"`` where possible, else ``"relative"``.
+        - ``"joint_frame"`` (2-link arms): the same idea in joint space. With
+          ``j = J(q)^T d`` (the offset mapped to joint directions by the arm's
+          Jacobian), ``u = j / |j|`` and ``w`` its normal, the row is
+          ``(|d|, |j|, qd.u, qd.w, a.u, a.w)``: joint velocities and torques
+          seen from the direction that moves the fingertip towards the goal.
+        - ``"auto"``: ``"goal_frame"`` where possible, then ``"joint_frame"``,
+          else ``"relative"``.
 
     Returns
     -------
@@ -212,14 +241,20 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
         rest = [i for i in range(states.shape[-1]) if i not in position]
         return states[:, rest], actions, offset
     distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
-    u = offset / distance
+    if features == "joint_frame":
+        direction = _arm_jacobian_t(spec, states, offset)
+        norm = torch.sqrt((direction**2).sum(-1, keepdim=True) + 1e-10)
+        velocity, extra = states[:, 4:6], (norm,)
+    else:
+        direction, norm = offset, distance
+        velocity, extra = states[:, list(spec.velocity)], ()
+    u = direction / norm
     w = torch.stack([-u[:, 1], u[:, 0]], -1)
-    velocity = states[:, list(spec.velocity)]
 
     def frame(x):
         return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
 
-    return distance, frame(velocity), frame(actions)
+    return (distance, *extra, frame(velocity), frame(actions))
 
 
 def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
@@ -229,6 +264,8 @@ def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
         return spec.state_dim + spec.action_dim + 2 * spec.goal_dim
     if features == "relative":
         return spec.state_dim - len(spec.position) + spec.action_dim + spec.goal_dim
+    if features == "joint_frame":
+        return 6
     return 1 + 2 * len(spec.velocity)
 
 
@@ -244,7 +281,8 @@ def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
         except ValueError:
             continue
     widths = sorted({n_loss_inputs(spec, f) for f in FEATURE_SETS
-                     if f != "goal_frame" or spec.velocity is not None})
+                     if (f != "goal_frame" or spec.velocity is not None)
+                     and (f != "joint_frame" or spec.arm_links is not None)})
     raise ValueError(
         f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; a model-based "
         f"loss for {spec.env_id} reads {' or '.join(map(str, widths))} (see loss_features)"

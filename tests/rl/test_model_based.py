@@ -80,7 +80,7 @@ def test_goal_frame_features_do_not_change_when_the_problem_is_rotated():
     full = torch.cat(loss_features(spec, states, actions, goal, "full"), 1)
     assert not torch.allclose(full, torch.cat(loss_features(
         spec, rotated_states, _rotate(actions, angle), rotated_goal, "full"), 1), atol=1e-2)
-    for features in FEATURE_SETS:
+    for features in set(FEATURE_SETS) - {"joint_frame"}:  # the point mass is no arm
         rows = loss_features(spec, states, actions, goal, features)
         assert sum(t.shape[-1] for t in rows) == n_loss_inputs(spec, features)
     with pytest.raises(ValueError, match="velocity"):
@@ -195,3 +195,34 @@ def test_bad_inputs_raise_clear_errors():
     fresh = LearnedLoss(kind="features", n_inputs=n_loss_inputs(env_spec(PM)))
     with pytest.raises(ValueError, match="inner_lr"):
         train_policy_with_loss(fresh, PM, [1.0, 0.0], 1)
+
+
+def test_joint_frame_features_point_the_arm_towards_the_goal():
+    """J(q)^T d is a joint direction that moves the fingertip towards the goal."""
+    from rl.meta.model_based import _arm_jacobian_t
+
+    spec = env_spec("ml3/ReacherGoal-v0")
+    assert n_loss_inputs(spec) == 6  # "auto" is the joint frame on the arm
+    gen = torch.Generator().manual_seed(0)
+    q = torch.rand(50, 2, generator=gen, dtype=torch.float64) * 6 - 3
+    goal = torch.tensor([0.05, -0.12], dtype=torch.float64)
+
+    def tip(q):
+        l1, l2 = spec.arm_links
+        return torch.stack([l1 * torch.cos(q[:, 0]) + l2 * torch.cos(q.sum(1)),
+                            l1 * torch.sin(q[:, 0]) + l2 * torch.sin(q.sum(1))], -1)
+
+    states = torch.cat([torch.cos(q), torch.sin(q), torch.zeros(50, 2), tip(q)], -1)
+    offset = goal - tip(q)
+    direction = _arm_jacobian_t(spec, states, offset)
+    # J^T d is minus the gradient of |tip - goal|^2 / 2 in joint space
+    q_req = q.clone().requires_grad_(True)
+    ((tip(q_req) - goal) ** 2).sum().div(2).backward()
+    torch.testing.assert_close(direction, -q_req.grad)
+    actions = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    rows = loss_features(spec, states, actions, goal, "joint_frame")
+    assert [r.shape[-1] for r in rows] == [1, 1, 2, 2]
+    u = direction / direction.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(rows[3][:, 0], (actions * u).sum(-1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="2-link arm"):
+        loss_features(env_spec(PM), states[:, :4], actions, goal, "joint_frame")
