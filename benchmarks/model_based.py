@@ -253,6 +253,10 @@ def main(argv=None) -> None:
     parser.add_argument("--features", default=None,
                         choices=("full", "relative", "goal_frame", "joint_frame"),
                         help="loss features (default: the env's CONFIGS entry)")
+    parser.add_argument("--unroll", type=int, default=None,
+                        help="policy updates per meta-gradient (default 1)")
+    parser.add_argument("--meta-iter", type=int, default=None,
+                        help="meta-iterations (default: the env's CONFIGS entry)")
     parser.add_argument("--no-learned-lr", action="store_true",
                         help="a loss without the learned learning-rate output")
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -262,6 +266,10 @@ def main(argv=None) -> None:
         overrides["learned_lr"] = False
     if args.features is not None:
         overrides["features"] = args.features
+    if args.unroll is not None:
+        overrides["unroll"] = args.unroll
+    if args.meta_iter is not None:
+        overrides["n_meta_iter"] = args.meta_iter
     torch.set_num_threads(1)
     out = args.out / f"model_based_{args.env}"
     (out / "seeds").mkdir(parents=True, exist_ok=True)

@@ -167,11 +167,12 @@ FEATURE_SETS = ("full", "relative", "goal_frame", "joint_frame")
 
 
 def default_feature_set(spec: GoalEnvSpec) -> str:
-    """``"goal_frame"`` where the state holds the position's velocity, ``"joint_frame"``
-    for a 2-link arm, else ``"relative"``."""
-    if spec.velocity is not None:
-        return "goal_frame"
-    return "joint_frame" if spec.arm_links is not None else "relative"
+    """``"goal_frame"`` where the state holds the position's velocity, else ``"relative"``.
+
+    (``"joint_frame"`` on ReacherGoal measured no better than ``"relative"``;
+    see ``docs/rl_model_based.md``.)
+    """
+    return "goal_frame" if spec.velocity is not None else "relative"
 
 
 def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
@@ -224,8 +225,7 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
           Jacobian), ``u = j / |j|`` and ``w`` its normal, the row is
           ``(|d|, |j|, qd.u, qd.w, a.u, a.w)``: joint velocities and torques
           seen from the direction that moves the fingertip towards the goal.
-        - ``"auto"``: ``"goal_frame"`` where possible, then ``"joint_frame"``,
-          else ``"relative"``.
+        - ``"auto"``: ``"goal_frame"`` where possible, else ``"relative"``.
 
     Returns
     -------
@@ -491,6 +491,7 @@ def meta_train_model_based_loss(
     n_goals: int = 10,
     n_meta_iter: int = 400,
     inner_steps: int = 40,
+    unroll: int = 1,
     tasks_per_iter: int = 4,
     inner_lr: float = 0.1,
     meta_lr: float = 3e-3,
@@ -526,6 +527,10 @@ def meta_train_model_based_loss(
         Make it the number of updates the loss will be used for at meta-test:
         a loss meta-trained on the first 10 updates of each policy and used
         for 40 stalls after the first few.
+    unroll : int, default=1
+        Policy updates differentiated through per meta-gradient (the engine's
+        ``unroll``): 1 judges each update by the task loss right after it;
+        larger values judge ``unroll`` updates together (costlier).
     tasks_per_iter : int, default=4
         Goals per meta-gradient.
     inner_lr : float, default=0.1
@@ -591,8 +596,8 @@ def meta_train_model_based_loss(
             problem.refit(n_epochs=refit_epochs)
 
     meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=inner_steps,
-               tasks_per_iter=tasks_per_iter, inner_optimizer="sgd", inner_lr=inner_lr,
-               meta_lr=meta_lr, grad_clip=grad_clip, vectorize=False,
+               unroll=unroll, tasks_per_iter=tasks_per_iter, inner_optimizer="sgd",
+               inner_lr=inner_lr, meta_lr=meta_lr, grad_clip=grad_clip, vectorize=False,
                random_state=int(rng.integers(2**31 - 1)), verbose=verbose, callback=refit)
     loss.meta_info_["policy"] = {
         "env_id": env_id, "hidden_layer_sizes": list(problem.policy_hidden),
