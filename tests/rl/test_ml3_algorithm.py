@@ -212,7 +212,7 @@ def test_learned_loss_ppo_weight_zero_is_ppo(learned_loss, tmp_path):
     loaded = LearnedLossPPO.load(tmp_path / "ppo.zip", env=make_env())
     assert loaded.learned_loss_weight == 10.0
     for k, v in weighted.learned_loss.network_.state_dict().items():
-        assert th.equal(loaded.learned_loss.network_.state_dict()[k].cpu(), v)
+        assert th.equal(loaded.learned_loss.network_.state_dict()[k].cpu(), v.cpu())
 
 
 def test_bad_inputs(learned_loss):
