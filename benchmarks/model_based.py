@@ -16,7 +16,7 @@ be split (``--seeds 0 1`` then ``--seeds 2 3 4``) and resumed.
 Usage::
 
     python benchmarks/model_based.py --env pointmass            # 5 seeds, ~2.5 min CPU/seed
-    python benchmarks/model_based.py --env reacher              # 3 seeds, a 6-value lr grid
+    python benchmarks/model_based.py --env reacher              # 5 seeds, a 6-value lr grid
     python benchmarks/model_based.py --env pointmass --full     # longer meta-training
 """
 
@@ -59,7 +59,7 @@ CONFIGS = {
         "n_updates": 40, "eval_every": 5, "lr_grid": LR_GRID,
     },
     "reacher": {
-        "env_id": "ml3/ReacherGoal-v0", "seeds": 3,
+        "env_id": "ml3/ReacherGoal-v0", "seeds": 5,
         # no velocity of the fingertip in the state: the relative feature set
         "meta": {"n_meta_iter": 200, "inner_steps": 40, "tasks_per_iter": 4,
                  "inner_lr": 0.1, "meta_lr": 3e-3, "features": "relative",
@@ -244,7 +244,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", choices=sorted(CONFIGS), default="pointmass")
     parser.add_argument("--seeds", type=int, nargs="*", default=None,
-                        help="seeds to run (default: 5 for pointmass, 3 for reacher)")
+                        help="seeds to run (default: 5)")
     parser.add_argument("--full", action="store_true", help="longer meta-training")
     parser.add_argument("--report-only", action="store_true",
                         help="aggregate the saved seeds without running any")
