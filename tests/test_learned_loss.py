@@ -250,3 +250,17 @@ def test_files_without_learned_lr_still_load(tmp_path, trained):
     old = LearnedLoss.load(tmp_path / "old.ml3")
     assert not old.learned_lr and old.learning_rate(torch.zeros(3), torch.zeros(3)).item() == 1.0
     assert probe(old)[0] == pytest.approx(probe(trained)[0])
+
+
+def test_learned_lr_meta_trains_alike_vectorised_or_looped():
+    from sklearn_ml3 import MetaLossRegressor
+
+    histories = []
+    for vectorize in (True, False):
+        loss = LearnedLoss(hidden_layer_sizes=(10, 10), learned_lr=True, random_state=0)
+        loss.meta_fit(SineTasks(n_points=20), MetaLossRegressor(hidden_layer_sizes=(8,), lr=0.01),
+                      n_meta_iter=10, inner_steps=3, tasks_per_iter=2, vectorize=vectorize,
+                      verbose=0)
+        histories.append(loss.meta_history_)
+        assert loss.learning_rate(torch.zeros(4), torch.ones(4)).item() != 1.0  # it was learned
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-5)
