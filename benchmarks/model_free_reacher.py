@@ -105,12 +105,17 @@ class EvalCurve(BaseCallback):
         return True
 
 
+def _tag(args) -> str:
+    """Names the meta-training settings in cache and loss file names."""
+    return SETTINGS_TAG if args.features == "plain" else f"{SETTINGS_TAG}-{args.features}"
+
+
 def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch=None) -> dict:
     """One training run with its evaluation curve (cached in ``out/runs`` for resuming)."""
     arch = "default" if net_arch is None else "-".join(map(str, net_arch))
     key = f"{method}_{arch}_{goal[0]:.4f}_{goal[1]:.4f}_{seed}_{budget}"
     if method.startswith("ML3"):  # depends on the loss, i.e. on how long it was meta-trained
-        key += f"_{SETTINGS_TAG}_meta{args.meta_iter}"
+        key += f"_{_tag(args)}_meta{args.meta_iter}"
     cache = args.out / "runs" / f"{key}.json"
     if cache.exists():
         return json.loads(cache.read_text())
@@ -207,6 +212,9 @@ def main(argv=None) -> dict:
                         help="meta-test runs in parallel processes (one torch thread each)")
     parser.add_argument("--budget", type=int, default=8_000, help="env steps per run")
     parser.add_argument("--meta-iter", type=int, default=300)
+    parser.add_argument("--features", default="plain", choices=("plain", "joint_frame"),
+                        help="loss inputs: (obs, action, log-prob, goal), or with the arm's "
+                             "joint-space goal direction appended")
     parser.add_argument("--arch-goals", type=int, default=1,
                         help="goals of the architecture experiment (1 seed each)")
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -222,18 +230,18 @@ def main(argv=None) -> dict:
     train_goals = ReacherGoalEnv.sample_tasks(30, np.random.default_rng(1))
     test_goals = ReacherGoalEnv.sample_tasks(10, np.random.default_rng(2))[: args.goals]
 
-    loss_path = args.out / f"reacher_{SETTINGS_TAG}_{args.meta_iter}.ml3"
+    loss_path = args.out / f"reacher_{_tag(args)}_{args.meta_iter}.ml3"
     # one full-batch SGD step per 500-step rollout, 16 rollouts per policy (= 8k steps)
     meta_settings = {"n_meta_iter": args.meta_iter, "tasks_per_iter": 4, "inner_optimizer": "sgd",
                      "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
                      "rollouts_per_policy": 16, "meta_lr": 3e-3, "log_std_init": -0.5,
-                     "normalize_inputs": True}
+                     "normalize_inputs": True, "features": args.features}
     if loss_path.exists() and LearnedLoss.load(loss_path).meta_info_.get(
             "n_meta_iter_done") == args.meta_iter:
         loss = LearnedLoss.load(loss_path)
     else:
         loss = meta_train_policy_loss(ENV_ID, goals=train_goals, random_state=0,
-                                      checkpoint=args.out / f"meta_{SETTINGS_TAG}.ckpt",
+                                      checkpoint=args.out / f"meta_{_tag(args)}.ckpt",
                                       **meta_settings)
         loss.save(loss_path)
     meta_time = loss.meta_info_["meta_train_time_s"]

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from rl.dynamics import DynamicsEnsemble
+from rl.meta._arm import REACHER_LINKS, arm_jacobian_t, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
 from sklearn_ml3.meta import meta_train, torch_optimizer
@@ -104,7 +105,7 @@ ENV_SPECS = {
     "ml3/PointmassGoal-v0": GoalEnvSpec(
         "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), (2, 3), 30, {"init_noise": 0.0}),
     "ml3/ReacherGoal-v0": GoalEnvSpec(
-        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}, (0.1, 0.11)),
+        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}, REACHER_LINKS),
 }
 #: Seed of every reset: the start state is the same in every rollout, and the
 #: model's rollouts start from it too.
@@ -189,15 +190,8 @@ def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
 
 
 def _arm_jacobian_t(spec: GoalEnvSpec, states: torch.Tensor, offset: torch.Tensor):
-    """``J(q)^T d``: the fingertip offset ``d`` as joint-space directions, shape (T, 2)."""
-    l1, l2 = spec.arm_links
-    c1, c2, s1, s2 = states[:, 0], states[:, 1], states[:, 2], states[:, 3]
-    c12, s12 = c1 * c2 - s1 * s2, s1 * c2 + c1 * s2
-    dx, dy = offset[:, 0], offset[:, 1]
-    # tip = l1 (c1, s1) + l2 (c12, s12); J = d tip / d (q1, q2)
-    g1 = (-l1 * s1 - l2 * s12) * dx + (l1 * c1 + l2 * c12) * dy
-    g2 = -l2 * s12 * dx + l2 * c12 * dy
-    return torch.stack([g1, g2], -1)
+    """``J(q)^T d`` for an arm state ``(cos q, sin q, qd, fingertip)``, shape (T, 2)."""
+    return arm_jacobian_t(states[:, 0:2], states[:, 2:4], offset, spec.arm_links)
 
 
 def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor,
@@ -242,19 +236,17 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
         return states[:, rest], actions, offset
     distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
     if features == "joint_frame":
-        direction = _arm_jacobian_t(spec, states, offset)
-        norm = torch.sqrt((direction**2).sum(-1, keepdim=True) + 1e-10)
-        velocity, extra = states[:, 4:6], (norm,)
-    else:
-        direction, norm = offset, distance
-        velocity, extra = states[:, list(spec.velocity)], ()
+        return joint_frame(distance, _arm_jacobian_t(spec, states, offset), states[:, 4:6],
+                           actions)
+    direction, norm = offset, distance
+    velocity = states[:, list(spec.velocity)]
     u = direction / norm
     w = torch.stack([-u[:, 1], u[:, 0]], -1)
 
     def frame(x):
         return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
 
-    return (distance, *extra, frame(velocity), frame(actions))
+    return distance, frame(velocity), frame(actions)
 
 
 def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:

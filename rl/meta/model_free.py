@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl.meta._arm import arm_jacobian_t, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded
 from sklearn_ml3.meta import meta_train
@@ -97,18 +98,49 @@ def policy_log_prob(params: Params, obs: torch.Tensor, actions: torch.Tensor) ->
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+#: Extra feature sets of the model-free loss (see :func:`loss_features`).
+FEATURE_SETS = ("plain", "joint_frame")
+#: Columns each extra feature set adds.
+EXTRA_FEATURES = {"plain": 0, "joint_frame": 6}
+
+
+def check_features(features: str, obs_dim: int, act_dim: int) -> str:
+    """Validate a feature set for an environment's observation and action sizes."""
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {FEATURE_SETS}, got {features!r}")
+    if features == "joint_frame" and (obs_dim, act_dim) != (10, 2):
+        raise ValueError("features='joint_frame' needs ReacherGoal's observation layout "
+                         f"(10 entries, 2 actions), got {obs_dim} and {act_dim}")
+    return features
+
+
 def loss_features(obs: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tensor,
-                  goal_dim: int, shift=None, scale=None) -> torch.Tensor:
-    """Rows ``(obs, action, log pi(action|obs), goal)`` of the learned loss.
+                  goal_dim: int, shift=None, scale=None, features: str = "plain") -> torch.Tensor:
+    """Rows ``(obs, action, log pi(action|obs), goal[, extra])`` of the learned loss.
 
     The goal is the last ``goal_dim`` entries of ``obs``. With ``shift`` and
     ``scale`` (one entry per feature) the features are standardised as
     ``(x - shift) / scale``; meta-training fixes them from the rollouts of
     untrained policies and :class:`rl.ML3` applies the same ones, so that
     small-valued inputs such as a goal are not drowned by joint velocities.
+
+    ``features="joint_frame"`` (ReacherGoal: observation ``(cos q, sin q, qd,
+    fingertip - goal, goal)``) appends ``(|d|, |j|, qd.u, qd.w, a.u, a.w)``,
+    with ``d`` the offset from the fingertip to the goal, ``j = J(q)^T d`` (the
+    offset as joint directions), ``u = j / |j|`` and ``w`` its normal: joint
+    velocities and actions seen from the direction that moves the fingertip
+    towards the goal (as :func:`rl.meta.model_based.loss_features`).
     """
     goal = obs[:, obs.shape[1] - goal_dim:]
-    x = torch.cat([obs, actions, log_prob.reshape(-1, 1), goal], dim=-1)
+    cols = [obs, actions, log_prob.reshape(-1, 1), goal]
+    if features == "joint_frame":
+        offset = -obs[:, 6:8]
+        distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
+        cols += joint_frame(distance, arm_jacobian_t(obs[:, 0:2], obs[:, 2:4], offset),
+                            obs[:, 4:6], actions)
+    elif features != "plain":
+        raise ValueError(f"features must be one of {FEATURE_SETS}, got {features!r}")
+    x = torch.cat(cols, dim=-1)
     if shift is not None:
         x = x - torch.as_tensor(shift, dtype=x.dtype, device=x.device)
     if scale is not None:
@@ -169,7 +201,7 @@ class ModelFreeProblem:
                  log_std_init: float = 0.0, rollout_episodes: int = 10,
                  batch_size: int | None = 100, horizon: int | None = None, gamma: float = 1.0,
                  env_kwargs: dict[str, Any] | None = None, normalize_inputs: bool = True,
-                 action_penalty: float = 0.0):
+                 action_penalty: float = 0.0, features: str = "plain"):
         import rl.envs  # noqa: F401  (registers the ml3/* environments)
 
         self.env_id = env_id
@@ -184,6 +216,7 @@ class ModelFreeProblem:
         self.goal_dim = int(env.goal_dim)
         self.obs_dim = int(np.prod(env.observation_space.shape))
         self.act_dim = int(np.prod(env.action_space.shape))
+        self.features = check_features(features, self.obs_dim, self.act_dim)
         goals = np.asarray(goals, dtype=np.float64)
         if goals.ndim != 2 or goals.shape[1] != self.goal_dim or len(goals) == 0:
             raise ValueError(f"goals must have shape (n_goals, {self.goal_dim}), "
@@ -226,26 +259,26 @@ class ModelFreeProblem:
             with torch.no_grad():
                 log_prob = policy_log_prob(params, batch["obs"], batch["actions"])
                 rows.append(loss_features(batch["obs"], batch["actions"], log_prob,
-                                          self.goal_dim))
+                                          self.goal_dim, features=self.features))
         x = torch.cat(rows).double()
         std = x.std(0)
         # goal columns vary only across goals: take their spread over all training goals
         goals = torch.as_tensor(self.goals, dtype=torch.float64)
-        n = x.shape[1]
+        n = self.obs_dim + self.act_dim + 1 + self.goal_dim  # end of the goal columns
         for cols in (slice(self.obs_dim - self.goal_dim, self.obs_dim),
                      slice(n - self.goal_dim, n)):
             std[cols] = goals.std(0) if len(goals) > 1 else torch.ones(self.goal_dim)
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
         mean = x.mean(0)
         mean[self.obs_dim - self.goal_dim:self.obs_dim] = goals.mean(0)
-        mean[n - self.goal_dim:] = goals.mean(0)
+        mean[n - self.goal_dim:n] = goals.mean(0)
         self.input_shift = [float(v) for v in mean]
         self.input_scale = [float(v) for v in std]
 
     @property
     def n_loss_inputs(self) -> int:
-        """Features per row of the learned loss: obs, action, log-prob, goal."""
-        return self.obs_dim + self.act_dim + 1 + self.goal_dim
+        """Features per row of the learned loss: obs, action, log-prob, goal, extras."""
+        return self.obs_dim + self.act_dim + 1 + self.goal_dim + EXTRA_FEATURES[self.features]
 
     # ------------------------------------------------------------- rollouts
     def rollout(self, params: Params, goal: np.ndarray, rng: np.random.Generator,
@@ -297,7 +330,7 @@ class ModelFreeProblem:
     def _features(self, params: Params, obs: torch.Tensor, actions: torch.Tensor):
         log_prob = policy_log_prob(params, obs, actions)
         return (loss_features(obs, actions, log_prob, self.goal_dim, self.input_shift,
-                              self.input_scale),)
+                              self.input_scale, self.features),)
 
     # ---------------------------------------------------------- MetaProblem
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[_GoalTask]:
@@ -395,6 +428,7 @@ def meta_train_policy_loss(
     env_kwargs: dict[str, Any] | None = None,
     normalize_inputs: bool = True,
     action_penalty: float = 0.0,
+    features: str = "plain",
     checkpoint=None,
     random_state=None,
     verbose: int = 1,
@@ -464,6 +498,10 @@ def meta_train_policy_loss(
     action_penalty : float, default=0.0
         Meta-train-only penalty on mean actions outside the action box, added
         to the task loss (see :class:`ModelFreeProblem`).
+    features : {"plain", "joint_frame"}, default="plain"
+        ``"joint_frame"`` (ReacherGoal) adds the arm's goal direction in joint
+        space to the loss's inputs (see :func:`loss_features`); recorded in
+        ``meta_info_["policy"]["features"]`` and used by :class:`rl.ML3`.
     checkpoint : path, optional
         Resumable meta-training state (see :func:`~sklearn_ml3.meta.meta_train`).
     random_state : int or None
@@ -498,7 +536,8 @@ def meta_train_policy_loss(
     problem = ModelFreeProblem(
         env_id, goals, policy_hidden_sizes=policy_hidden_sizes, log_std_init=log_std_init,
         rollout_episodes=rollout_episodes, batch_size=batch_size, horizon=horizon, gamma=gamma,
-        env_kwargs=env_kwargs, normalize_inputs=normalize_inputs, action_penalty=action_penalty)
+        env_kwargs=env_kwargs, normalize_inputs=normalize_inputs, action_penalty=action_penalty,
+        features=features)
     rows = problem.rollout_episodes * problem.horizon
     unroll = int(n_epochs) * math.ceil(rows / problem.batch_size)
     if loss is None:
@@ -519,6 +558,7 @@ def meta_train_policy_loss(
         "act_dim": problem.act_dim,
         "goal_dim": problem.goal_dim,
         "inputs": ["obs", "action", "log_prob", "goal"],
+        "features": problem.features,
         "hidden_sizes": list(problem.policy_hidden_sizes),
         "log_std_init": problem.log_std_init,
         "rollout_steps": rows,

@@ -17,7 +17,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from rl.meta.model_free import loss_features
+from rl.meta.model_free import EXTRA_FEATURES, check_features, loss_features
 from rl.ml3.policies import ML3Policy
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3.meta import torch_optimizer_spec
@@ -80,12 +80,16 @@ class _LearnedLossMixin:
             param.requires_grad_(False)
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
-        expected = obs_dim + act_dim + 1 + self.goal_dim
+        features = _policy_info(self.learned_loss).get("features", "plain")
+        check_features(features, obs_dim, act_dim)
+        extra = EXTRA_FEATURES[features]
+        expected = obs_dim + act_dim + 1 + self.goal_dim + extra
         if self.learned_loss.n_inputs != expected:
             raise ValueError(
                 f"the learned loss reads {self.learned_loss.n_inputs} features per row, but this "
                 f"env gives obs ({obs_dim}) + action ({act_dim}) + log_prob (1) + goal "
-                f"({self.goal_dim}) = {expected}; meta-train a loss for this environment"
+                f"({self.goal_dim})" + (f" + {features} ({extra})" if extra else "")
+                + f" = {expected}; meta-train a loss for this environment"
             )
         trained_obs = _policy_info(self.learned_loss).get("obs_dim")
         if trained_obs is not None and trained_obs != obs_dim:
@@ -108,7 +112,7 @@ class _LearnedLossMixin:
         info = _policy_info(self.learned_loss)
         return self.learned_loss(loss_features(
             raw, actions.reshape(len(actions), -1).float(), log_prob.float(), self.goal_dim,
-            info.get("input_shift"), info.get("input_scale")))
+            info.get("input_shift"), info.get("input_scale"), info.get("features", "plain")))
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, other = super()._get_torch_save_params()

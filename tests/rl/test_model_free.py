@@ -164,3 +164,41 @@ def test_action_penalty_pushes_mean_actions_back_into_the_box():
     assert grad[0] > 0  # descending it lowers the out-of-box mean action
     with pytest.raises(ValueError, match="action_penalty"):
         ModelFreeProblem(ENV_ID, GOALS, action_penalty=-1.0, **kwargs)
+
+
+def test_joint_frame_features_match_the_model_based_ones_and_train_with_ml3():
+    import gymnasium as gym
+
+    from rl import ML3
+    from rl.meta import model_based
+
+    env = gym.make(ENV_ID, goal=[0.05, -0.12])
+    obs = []
+    o, _ = env.reset(seed=0)
+    for _ in range(12):
+        obs.append(o)
+        o, *_ = env.step(env.action_space.sample())
+    obs = torch.as_tensor(np.array(obs), dtype=torch.float64)
+    actions = torch.randn(len(obs), 2, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(0))
+    rows = loss_features(obs, actions, torch.zeros(len(obs), dtype=torch.float64), 2,
+                         features="joint_frame")
+    assert rows.shape == (len(obs), 15 + 6)
+    spec = model_based.env_spec(ENV_ID)
+    states = torch.as_tensor(np.stack([spec.state_from_obs(x) for x in obs.numpy()]))
+    expected = torch.cat(model_based.loss_features(spec, states, actions, obs[0, -2:],
+                                                   "joint_frame"), -1)
+    torch.testing.assert_close(rows[:, 15:], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="features must be one of"):
+        loss_features(obs, actions, torch.zeros(len(obs)), 2, features="polar")
+
+    loss = meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=2, random_state=0,
+                                  features="joint_frame", **TINY)
+    info = loss.meta_info_["policy"]
+    assert loss.n_inputs == 21 and info["features"] == "joint_frame"
+    assert len(info["input_shift"]) == len(info["input_scale"]) == 21
+    model = ML3("MlpPolicy", env, learned_loss=loss, n_steps=16, seed=0, device="cpu")
+    model.learn(32)
+    assert model.num_timesteps == 32
+    with pytest.raises(ValueError, match="joint_frame"):
+        ModelFreeProblem("ml3/PointmassGoal-v0", [[0.5, 0.5]], features="joint_frame")

@@ -1,0 +1,41 @@
+"""Kinematics of the planar 2-link arm (ReacherGoal) shared by the loss feature sets."""
+
+from __future__ import annotations
+
+import torch
+
+#: Link lengths of ``ml3/ReacherGoal-v0`` (MuJoCo Reacher: 0.1 + 0.11).
+REACHER_LINKS = (0.1, 0.11)
+
+
+def arm_jacobian_t(cos_q: torch.Tensor, sin_q: torch.Tensor, offset: torch.Tensor,
+                   links=REACHER_LINKS) -> torch.Tensor:
+    """``J(q)^T d``: a fingertip offset ``d`` mapped to joint directions, shape (T, 2).
+
+    ``cos_q`` and ``sin_q`` hold ``(cos q1, cos q2)`` and ``(sin q1, sin q2)``
+    per row (``q2`` relative to the first link); ``offset`` the ``(dx, dy)``
+    from the fingertip to the goal. ``J^T d`` is minus the joint-space gradient
+    of ``|tip - goal|^2 / 2``: the joint motion that moves the fingertip
+    towards the goal.
+    """
+    l1, l2 = links
+    c1, c2, s1, s2 = cos_q[:, 0], cos_q[:, 1], sin_q[:, 0], sin_q[:, 1]
+    c12, s12 = c1 * c2 - s1 * s2, s1 * c2 + c1 * s2
+    dx, dy = offset[:, 0], offset[:, 1]
+    # tip = l1 (c1, s1) + l2 (c12, s12); J = d tip / d (q1, q2)
+    g1 = (-l1 * s1 - l2 * s12) * dx + (l1 * c1 + l2 * c12) * dy
+    g2 = -l2 * s12 * dx + l2 * c12 * dy
+    return torch.stack([g1, g2], -1)
+
+
+def joint_frame(distance: torch.Tensor, direction: torch.Tensor, velocity: torch.Tensor,
+                actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(|d|, |j|, qd.u, qd.w, a.u, a.w)`` with ``u = j / |j|`` and ``w`` its normal."""
+    norm = torch.sqrt((direction**2).sum(-1, keepdim=True) + 1e-10)
+    u = direction / norm
+    w = torch.stack([-u[:, 1], u[:, 0]], -1)
+
+    def frame(x):
+        return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
+
+    return distance, norm, frame(velocity), frame(actions)
