@@ -168,12 +168,11 @@ FEATURE_SETS = ("full", "relative", "goal_frame", "joint_frame")
 
 
 def default_feature_set(spec: GoalEnvSpec) -> str:
-    """``"goal_frame"`` where the state holds the position's velocity, else ``"relative"``.
-
-    (``"joint_frame"`` on ReacherGoal measured no better than ``"relative"``;
-    see ``docs/rl_model_based.md``.)
-    """
-    return "goal_frame" if spec.velocity is not None else "relative"
+    """``"goal_frame"`` where the state holds the position's velocity, ``"joint_frame"``
+    for a 2-link arm, else ``"relative"``."""
+    if spec.velocity is not None:
+        return "goal_frame"
+    return "joint_frame" if spec.arm_links is not None else "relative"
 
 
 def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
@@ -219,7 +218,8 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
           Jacobian), ``u = j / |j|`` and ``w`` its normal, the row is
           ``(|d|, |j|, qd.u, qd.w, a.u, a.w)``: joint velocities and torques
           seen from the direction that moves the fingertip towards the goal.
-        - ``"auto"``: ``"goal_frame"`` where possible, else ``"relative"``.
+        - ``"auto"``: ``"goal_frame"`` where possible, then ``"joint_frame"``,
+          else ``"relative"``.
 
     Returns
     -------
@@ -545,7 +545,7 @@ def meta_train_model_based_loss(
         Which model the task loss rolls out through.
     features : {"auto", "full", "relative", "goal_frame"}, default="auto"
         What the loss reads per time step (:func:`loss_features`); "auto" is
-        the goal frame on PointmassGoal and the relative set on ReacherGoal.
+        the goal frame on PointmassGoal and the joint frame on ReacherGoal.
     grad_clip : float or None, default=10.0
         Clip of the meta-gradient norm.
     learned_lr : bool, default=True

@@ -202,7 +202,7 @@ def test_joint_frame_features_point_the_arm_towards_the_goal():
     from rl.meta.model_based import _arm_jacobian_t
 
     spec = env_spec("ml3/ReacherGoal-v0")
-    assert n_loss_inputs(spec, "joint_frame") == 6
+    assert n_loss_inputs(spec) == n_loss_inputs(spec, "joint_frame") == 6  # "auto" on the arm
     gen = torch.Generator().manual_seed(0)
     q = torch.rand(50, 2, generator=gen, dtype=torch.float64) * 6 - 3
     goal = torch.tensor([0.05, -0.12], dtype=torch.float64)
