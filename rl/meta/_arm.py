@@ -1,4 +1,4 @@
-"""Kinematics of the planar 2-link arm (ReacherGoal) shared by the loss feature sets."""
+"""Arm kinematics and frames shared by the model-based and model-free loss features."""
 
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ def arm_jacobian_t(cos_q: torch.Tensor, sin_q: torch.Tensor, offset: torch.Tenso
     return torch.stack([g1, g2], -1)
 
 
+def in_frame(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """2-D vectors ``x`` in the frame of unit vectors ``u``: ``(x.u, x.w)``, ``w`` normal."""
+    w = torch.stack([-u[:, 1], u[:, 0]], -1)
+    return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
+
+
 def joint_frame(distance: torch.Tensor, direction: torch.Tensor, velocity: torch.Tensor,
                 actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``(|d|, |j|, qd.u, qd.w, a.u, a.w)`` with ``u = j / |j|`` and ``w`` its normal."""
     norm = torch.sqrt((direction**2).sum(-1, keepdim=True) + 1e-10)
     u = direction / norm
-    w = torch.stack([-u[:, 1], u[:, 0]], -1)
-
-    def frame(x):
-        return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
-
-    return distance, norm, frame(velocity), frame(actions)
+    return distance, norm, in_frame(u, velocity), in_frame(u, actions)

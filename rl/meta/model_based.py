@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from rl.dynamics import DynamicsEnsemble
-from rl.meta._arm import REACHER_LINKS, arm_jacobian_t, joint_frame
+from rl.meta._arm import REACHER_LINKS, arm_jacobian_t, in_frame, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
 from sklearn_ml3.meta import meta_train, torch_optimizer
@@ -238,15 +238,8 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
     if features == "joint_frame":
         return joint_frame(distance, _arm_jacobian_t(spec, states, offset), states[:, 4:6],
                            actions)
-    direction, norm = offset, distance
-    velocity = states[:, list(spec.velocity)]
-    u = direction / norm
-    w = torch.stack([-u[:, 1], u[:, 0]], -1)
-
-    def frame(x):
-        return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
-
-    return distance, frame(velocity), frame(actions)
+    u = offset / distance
+    return distance, in_frame(u, states[:, list(spec.velocity)]), in_frame(u, actions)
 
 
 def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
