@@ -37,6 +37,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from rl.dynamics import DynamicsEnsemble  # noqa: E402
 from rl.meta.model_based import (  # noqa: E402
+    FEATURE_SETS,
     env_spec,
     learned_rates,
     meta_train_model_based_loss,
@@ -252,7 +253,7 @@ def main(argv=None) -> None:
     parser.add_argument("--inner-lr", type=float, default=None,
                         help="policy SGD step size (default: the env's CONFIGS entry)")
     parser.add_argument("--features", default=None,
-                        choices=("full", "relative", "goal_frame", "joint_frame"),
+                        choices=FEATURE_SETS,
                         help="loss features (default: the env's CONFIGS entry)")
     parser.add_argument("--unroll", type=int, default=None,
                         help="policy updates per meta-gradient (default 1)")

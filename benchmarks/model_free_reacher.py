@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from rl import ML3, meta_train_policy_loss
 from rl.envs import ReacherGoalEnv
+from rl.meta.model_free import FEATURE_SETS
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import versions
 
@@ -212,7 +213,7 @@ def main(argv=None) -> dict:
                         help="meta-test runs in parallel processes (one torch thread each)")
     parser.add_argument("--budget", type=int, default=8_000, help="env steps per run")
     parser.add_argument("--meta-iter", type=int, default=300)
-    parser.add_argument("--features", default="plain", choices=("plain", "joint_frame"),
+    parser.add_argument("--features", default="plain", choices=FEATURE_SETS,
                         help="loss inputs: (obs, action, log-prob, goal), or with the arm's "
                              "joint-space goal direction appended")
     parser.add_argument("--arch-goals", type=int, default=1,

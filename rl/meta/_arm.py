@@ -34,9 +34,19 @@ def in_frame(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
 
 
-def joint_frame(distance: torch.Tensor, direction: torch.Tensor, velocity: torch.Tensor,
-                actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``(|d|, |j|, qd.u, qd.w, a.u, a.w)`` with ``u = j / |j|`` and ``w`` its normal."""
+def joint_frame(cos_q: torch.Tensor, sin_q: torch.Tensor, velocity: torch.Tensor,
+                offset: torch.Tensor, actions: torch.Tensor,
+                links=REACHER_LINKS) -> tuple[torch.Tensor, ...]:
+    """Joint-frame loss features of a 2-link arm, one row per time step.
+
+    With ``d`` = ``offset`` (fingertip to goal), ``j = J(q)^T d``
+    (:func:`arm_jacobian_t`), ``u = j / |j|`` and ``w`` its normal, returns
+    ``(|d|, |j|, (qd.u, qd.w), (a.u, a.w))`` with shapes (T, 1), (T, 1),
+    (T, 2), (T, 2): joint velocities and actions seen from the joint direction
+    that moves the fingertip towards the goal.
+    """
+    distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
+    direction = arm_jacobian_t(cos_q, sin_q, offset, links)
     norm = torch.sqrt((direction**2).sum(-1, keepdim=True) + 1e-10)
     u = direction / norm
     return distance, norm, in_frame(u, velocity), in_frame(u, actions)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from rl.dynamics import DynamicsEnsemble
-from rl.meta._arm import REACHER_LINKS, arm_jacobian_t, in_frame, joint_frame
+from rl.meta._arm import REACHER_LINKS, in_frame, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
 from sklearn_ml3.meta import meta_train, torch_optimizer
@@ -188,11 +188,6 @@ def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
     return features
 
 
-def _arm_jacobian_t(spec: GoalEnvSpec, states: torch.Tensor, offset: torch.Tensor):
-    """``J(q)^T d`` for an arm state ``(cos q, sin q, qd, fingertip)``, shape (T, 2)."""
-    return arm_jacobian_t(states[:, 0:2], states[:, 2:4], offset, spec.arm_links)
-
-
 def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor,
                   goal: torch.Tensor, features: str = "auto") -> tuple[torch.Tensor, ...]:
     """Per-time-step inputs of the learned loss.
@@ -234,10 +229,10 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
     if features == "relative":
         rest = [i for i in range(states.shape[-1]) if i not in position]
         return states[:, rest], actions, offset
+    if features == "joint_frame":  # arm state (cos q, sin q, qd, fingertip)
+        return joint_frame(states[:, 0:2], states[:, 2:4], states[:, 4:6], offset, actions,
+                           spec.arm_links)
     distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
-    if features == "joint_frame":
-        return joint_frame(distance, _arm_jacobian_t(spec, states, offset), states[:, 4:6],
-                           actions)
     u = offset / distance
     return distance, in_frame(u, states[:, list(spec.velocity)]), in_frame(u, actions)
 

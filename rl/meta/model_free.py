@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rl.meta._arm import arm_jacobian_t, joint_frame
+from rl.meta._arm import joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded
 from sklearn_ml3.meta import meta_train
@@ -134,10 +134,7 @@ def loss_features(obs: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tens
     goal = obs[:, obs.shape[1] - goal_dim:]
     cols = [obs, actions, log_prob.reshape(-1, 1), goal]
     if features == "joint_frame":
-        offset = -obs[:, 6:8]
-        distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
-        cols += joint_frame(distance, arm_jacobian_t(obs[:, 0:2], obs[:, 2:4], offset),
-                            obs[:, 4:6], actions)
+        cols += joint_frame(obs[:, 0:2], obs[:, 2:4], obs[:, 4:6], -obs[:, 6:8], actions)
     elif features != "plain":
         raise ValueError(f"features must be one of {FEATURE_SETS}, got {features!r}")
     x = torch.cat(cols, dim=-1)

@@ -199,7 +199,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_joint_frame_features_point_the_arm_towards_the_goal():
     """J(q)^T d is a joint direction that moves the fingertip towards the goal."""
-    from rl.meta.model_based import _arm_jacobian_t
+    from rl.meta._arm import arm_jacobian_t
 
     spec = env_spec("ml3/ReacherGoal-v0")
     assert n_loss_inputs(spec) == n_loss_inputs(spec, "joint_frame") == 6  # "auto" on the arm
@@ -214,7 +214,7 @@ def test_joint_frame_features_point_the_arm_towards_the_goal():
 
     states = torch.cat([torch.cos(q), torch.sin(q), torch.zeros(50, 2), tip(q)], -1)
     offset = goal - tip(q)
-    direction = _arm_jacobian_t(spec, states, offset)
+    direction = arm_jacobian_t(states[:, 0:2], states[:, 2:4], offset, spec.arm_links)
     # J^T d is minus the gradient of |tip - goal|^2 / 2 in joint space
     q_req = q.clone().requires_grad_(True)
     ((tip(q_req) - goal) ** 2).sum().div(2).backward()
