@@ -32,6 +32,7 @@ from rl.meta._arm import joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded
 from sklearn_ml3.meta import meta_train
+from sklearn_ml3.meta.distributed import gather_task_records
 
 Params = dict[str, torch.Tensor]
 
@@ -565,8 +566,9 @@ def meta_train_policy_loss(
         "input_shift": problem.input_shift,
         "input_scale": problem.input_scale,
     }
-    # per meta-iteration means of this call's task-loss rollouts (a resumed run: its part only)
-    stats = problem.stats
+    # per meta-iteration means of this call's task-loss rollouts (a resumed run: its part
+    # only), over the tasks of all processes under torch.distributed
+    stats = gather_task_records(problem.stats, tasks_per_iter)
     loss.meta_info_["rollout_stats"] = [
         {key: float(np.nanmean([s[key] for s in stats[i:i + tasks_per_iter]]))
          for key in ("return", "final_distance")}

@@ -37,6 +37,7 @@ import torchopt
 from tqdm.auto import tqdm
 
 from .._utils import versions
+from . import distributed
 from .optim import differentiable_optimizer
 
 Params = dict[str, torch.Tensor]
@@ -207,7 +208,8 @@ def meta_train(
     checkpoint : path, optional
         File to save progress to every ``checkpoint_every`` iterations (at the
         next optimizee reset) and at the end. If it exists, training resumes
-        from it and continues exactly as an uninterrupted run would.
+        from it and continues exactly as an uninterrupted run would (also
+        with another number of processes).
     random_state : int, Generator or None
         Seeds task draws and optimizee initialisations.
     verbose : int, default=1
@@ -224,6 +226,18 @@ def meta_train(
     ------
     MetaTrainingDiverged
         If the task loss or meta-gradient becomes non-finite.
+
+    Notes
+    -----
+    Under an initialised ``torch.distributed`` process group (e.g. a script
+    launched by ``torchrun``), every rank draws the same ``tasks_per_iter``
+    tasks, trains its contiguous share of them
+    (:func:`~sklearn_ml3.meta.distributed.my_indices`), and one all-reduce
+    sums the meta-gradient shares: every rank takes the same step on ``phi``
+    and the result equals a single-process run with the same
+    ``random_state``. All ranks must call ``meta_train`` with the same
+    arguments; only rank 0 shows progress and writes the checkpoint, which
+    all ranks resume from.
     """
     if inner_steps < 1 or unroll < 1 or inner_steps % unroll:
         raise ValueError(
@@ -246,14 +260,19 @@ def meta_train(
     meta_params = list(loss.parameters())
     meta_optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
     rng = np.random.default_rng(random_state)
+    mine = distributed.my_indices(tasks_per_iter)
+    # this rank's share of the mean task loss (its gradient, summed over ranks, is the mean's)
+    share = len(mine) / tasks_per_iter
     history: list[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
         start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
 
     def new_episode() -> _Episode:
+        # every rank draws all tasks and seeds, so that the rng stays in step
         tasks = problem.sample_tasks(tasks_per_iter, rng)
         seeds = rng.integers(0, 2**31 - 1, size=len(tasks))
+        tasks, seeds = [tasks[i] for i in mine], seeds[mine.start:mine.stop]
         params = [problem.init_params(t, int(s)) for t, s in zip(tasks, seeds, strict=True)]
         states = [optimizer.init(p) for p in params]
         if vectorize:
@@ -265,7 +284,8 @@ def meta_train(
     last_good = None
     phase = 0  # inner steps taken by the current optimizees
     last_saved = start
-    bar = tqdm(total=n_meta_iter, initial=start, disable=not verbose, desc="meta-train",
+    bar = tqdm(total=n_meta_iter, initial=start,
+               disable=not verbose or not distributed.is_main_process(), desc="meta-train",
                leave=verbose > 1, dynamic_ncols=True)
     try:
         for iteration in range(start, n_meta_iter):
@@ -280,8 +300,10 @@ def meta_train(
                 unroll=unroll, vectorize=vectorize)
             meta_optimizer.zero_grad(set_to_none=True)
             if task_loss.requires_grad:
-                task_loss.backward()
-            value = float(task_loss.detach())
+                (task_loss * share).backward()
+            distributed.all_reduce_grads(meta_params)
+            value = distributed.all_reduce_sum(float(task_loss.detach()) * share,
+                                               device=meta_params[0].device)
             grad_norm = _grad_norm(meta_params)
             if not (math.isfinite(value) and math.isfinite(grad_norm)):
                 if last_good is not None:
@@ -328,6 +350,7 @@ def _record(loss, problem, options, history, t_wall, t_cpu, vectorized):
         **options,
         "n_meta_iter_done": len(history),
         "vectorized": bool(vectorized),
+        "processes": distributed.rank_and_world_size()[1],
         "problem": problem.describe(),
         "meta_train_time_s": {
             "wall": previous["wall"] + time.perf_counter() - t_wall,
@@ -339,6 +362,13 @@ def _record(loss, problem, options, history, t_wall, t_cpu, vectorized):
 
 # ----------------------------------------------------------------- checkpoints
 def _save_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration):
+    """Rank 0 writes; the other ranks wait until the file is complete."""
+    if distributed.is_main_process():
+        _write_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration)
+    distributed.barrier()
+
+
+def _write_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration):
     state = {
         "format": "sklearn-ml3.meta-checkpoint",
         "iteration": int(iteration),
