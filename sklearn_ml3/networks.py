@@ -67,6 +67,42 @@ class PointwiseLossNet(nn.Module):
         return self.out(self.body(features)).squeeze(-1)
 
 
+class ScoreWeightedLossNet(nn.Module):
+    """A learned weight times one column: ``loss = -x[score_column] * f(other columns)``.
+
+    With the column a log-probability ``log pi(a|s)`` this is a policy loss
+    whose gradient is ``-f(s, a, g) grad log pi(a|s)``: ``f`` is a learned
+    advantage (a learned reward, in the paper's words) and the loss is linear
+    in the log-probability, as a policy-gradient surrogate is. Constraining the
+    shape this way keeps the update a weighted likelihood step whatever ``f``
+    is.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Features per row, the score column included.
+    score_column : int
+        Index of the column that multiplies the learned weight.
+    hidden_layer_sizes, activation, bias
+        Shape of the weight network ``f`` (it reads the ``n_inputs - 1``
+        other columns).
+    """
+
+    def __init__(self, n_inputs, score_column, hidden_layer_sizes, activation="relu",
+                 bias=True):
+        super().__init__()
+        if not 0 <= score_column < n_inputs:
+            raise ValueError(f"score_column must be in [0, {n_inputs}), got {score_column}")
+        self.score_column = int(score_column)
+        self.weight = make_mlp(n_inputs - 1, hidden_layer_sizes, 1, activation, bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-row loss, shape ``features.shape[:-1]``."""
+        c = self.score_column
+        others = torch.cat([features[..., :c], features[..., c + 1:]], -1)
+        return -features[..., c] * self.weight(others).squeeze(-1)
+
+
 class ClassSharedLossNet(nn.Module):
     """One small network applied to every class's ``(p_k, y_k)`` pair, summed over classes.
 
