@@ -38,9 +38,12 @@ from tqdm.auto import tqdm
 
 from .._utils import versions
 from . import distributed
+from .es import es_meta_gradient
 from .optim import differentiable_optimizer
 
 Params = dict[str, torch.Tensor]
+#: How :func:`meta_train` estimates the meta-gradient.
+META_GRADIENTS = ("backprop", "es")
 
 
 class MetaTrainingDiverged(RuntimeError):
@@ -173,6 +176,9 @@ def meta_train(
     meta_lr: float = 1e-3,
     grad_clip: float | None = None,
     vectorize: bool | str = "auto",
+    meta_gradient: str = "backprop",
+    es_population: int = 32,
+    es_sigma: float = 0.02,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 50,
     random_state=None,
@@ -205,6 +211,18 @@ def meta_train(
     vectorize : bool or "auto", default="auto"
         Batch tasks with ``torch.func.vmap`` (needs ``problem.vectorizable``);
         "auto" does so when there are at least 2 tasks per iteration.
+    meta_gradient : {"backprop", "es"}, default="backprop"
+        ``"backprop"`` differentiates the task loss through ``unroll`` inner
+        steps. ``"es"`` (:mod:`sklearn_ml3.meta.es`) scores ``es_population``
+        perturbed losses ``phi +- es_sigma * eps`` (antithetic pairs) by the
+        task loss after a whole inner run of ``inner_steps`` steps on fresh
+        optimizees and estimates the gradient from them: no short-horizon
+        bias, no derivative of the inner run needed. Every meta-iteration then
+        starts fresh optimizees, and ``unroll`` must equal ``inner_steps``.
+    es_population : int, default=32
+        Members (an even number) per ES meta-gradient.
+    es_sigma : float, default=0.02
+        Standard deviation of the ES perturbations of ``phi``.
     checkpoint : path, optional
         File to save progress to every ``checkpoint_every`` iterations (at the
         next optimizee reset) and at the end. If it exists, training resumes
@@ -245,6 +263,14 @@ def meta_train(
         )
     if n_meta_iter < 1 or tasks_per_iter < 1:
         raise ValueError("n_meta_iter and tasks_per_iter must be at least 1")
+    if meta_gradient not in META_GRADIENTS:
+        raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
+    es = meta_gradient == "es"
+    if es and unroll != inner_steps:
+        raise ValueError("meta_gradient='es' scores whole inner runs: unroll must equal "
+                         f"inner_steps, got unroll={unroll}, inner_steps={inner_steps}")
+    if es and not es_sigma > 0:
+        raise ValueError(f"es_sigma must be > 0, got {es_sigma}")
     if vectorize == "auto":
         vectorize = bool(problem.vectorizable) and tasks_per_iter > 1
     elif vectorize and not problem.vectorizable:
@@ -256,11 +282,15 @@ def meta_train(
         "inner_lr": float(inner_lr), "meta_lr": float(meta_lr),
         "grad_clip": None if grad_clip is None else float(grad_clip),
     }
+    if es:  # recorded only when used, so that older checkpoints still resume
+        options.update(meta_gradient="es", es_population=int(es_population),
+                       es_sigma=float(es_sigma))
     optimizer = differentiable_optimizer(inner_optimizer, inner_lr)
     meta_params = list(loss.parameters())
     meta_optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
     rng = np.random.default_rng(random_state)
-    mine = distributed.my_indices(tasks_per_iter)
+    # ES splits its population over ranks instead of the tasks
+    mine = range(tasks_per_iter) if es else distributed.my_indices(tasks_per_iter)
     # this rank's share of the mean task loss (its gradient, summed over ranks, is the mean's)
     share = len(mine) / tasks_per_iter
     history: list[float] = []
@@ -294,16 +324,23 @@ def meta_train(
                     _save_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options,
                                      iteration)
                     last_saved = iteration
-                episode = new_episode()
-            task_loss, params, states = update_and_task_loss(
-                loss, problem, optimizer, episode.params, episode.opt_states, episode.tasks,
-                unroll=unroll, vectorize=vectorize)
+                if not es:
+                    episode = new_episode()
             meta_optimizer.zero_grad(set_to_none=True)
-            if task_loss.requires_grad:
-                (task_loss * share).backward()
-            distributed.all_reduce_grads(meta_params)
-            value = distributed.all_reduce_sum(float(task_loss.detach()) * share,
-                                               device=meta_params[0].device)
+            if es:
+                value = es_meta_gradient(
+                    loss, problem, problem.sample_tasks(tasks_per_iter, rng), rng,
+                    population=es_population, sigma=es_sigma, inner_steps=inner_steps,
+                    optimizer=optimizer, run_inner=_inner_steps_autograd)
+            else:
+                task_loss, params, states = update_and_task_loss(
+                    loss, problem, optimizer, episode.params, episode.opt_states,
+                    episode.tasks, unroll=unroll, vectorize=vectorize)
+                if task_loss.requires_grad:
+                    (task_loss * share).backward()
+                distributed.all_reduce_grads(meta_params)
+                value = distributed.all_reduce_sum(float(task_loss.detach()) * share,
+                                                   device=meta_params[0].device)
             grad_norm = _grad_norm(meta_params)
             if not (math.isfinite(value) and math.isfinite(grad_norm)):
                 if last_good is not None:
@@ -319,8 +356,9 @@ def meta_train(
             last_good = {k: v.detach().clone() for k, v in loss.network_.state_dict().items()}
             meta_optimizer.step()
             history.append(value)
-            episode.params = _detach(params, requires_grad=not vectorize)
-            episode.opt_states = _detach(states)
+            if not es:
+                episode.params = _detach(params, requires_grad=not vectorize)
+                episode.opt_states = _detach(states)
             phase = (phase + unroll) % inner_steps
             bar.update(1)
             if verbose and (iteration % 10 == 0 or iteration == n_meta_iter - 1):
