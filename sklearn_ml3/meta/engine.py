@@ -331,7 +331,7 @@ def meta_train(
                 value = es_meta_gradient(
                     loss, problem, problem.sample_tasks(tasks_per_iter, rng), rng,
                     population=es_population, sigma=es_sigma, inner_steps=inner_steps,
-                    optimizer=optimizer, run_inner=_inner_steps_autograd)
+                    optimizer=optimizer, run_inner=_inner_steps_functional)
             else:
                 task_loss, params, states = update_and_task_loss(
                     loss, problem, optimizer, episode.params, episode.opt_states,

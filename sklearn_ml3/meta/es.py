@@ -71,11 +71,11 @@ def _engine_task_losses(loss, problem, phis, tasks, rng, inner_steps, optimizer,
                 vector_to_parameters(phi, loss.parameters())
             member = []
             for task, seed in zip(tasks, seeds, strict=True):
-                params = {k: v.detach().requires_grad_() for k, v in
-                          problem.init_params(task, int(seed)).items()}
-                params, _ = run_inner(loss, problem, optimizer, params, optimizer.init(params),
-                                      task, inner_steps)
-                member.append(float(problem.task_loss(params, task).detach()))
+                params = problem.init_params(task, int(seed))
+                with torch.no_grad():  # run_inner takes its own gradients (torch.func)
+                    params, _ = run_inner(loss, problem, optimizer, params,
+                                          optimizer.init(params), task, inner_steps)
+                    member.append(float(problem.task_loss(params, task)))
             values.append(np.mean(member))
     finally:
         with torch.no_grad():
