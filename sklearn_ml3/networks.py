@@ -75,7 +75,9 @@ class ScoreWeightedLossNet(nn.Module):
     advantage (a learned reward, in the paper's words) and the loss is linear
     in the log-probability, as a policy-gradient surrogate is. Constraining the
     shape this way keeps the update a weighted likelihood step whatever ``f``
-    is.
+    is. The weights are centred over the rows of each batch (their mean is a
+    baseline, as advantages are normalised in PPO): a constant in ``f`` would
+    only add variance to the update.
 
     Parameters
     ----------
@@ -100,7 +102,8 @@ class ScoreWeightedLossNet(nn.Module):
         """Per-row loss, shape ``features.shape[:-1]``."""
         c = self.score_column
         others = torch.cat([features[..., :c], features[..., c + 1:]], -1)
-        return -features[..., c] * self.weight(others).squeeze(-1)
+        weight = self.weight(others).squeeze(-1)
+        return -features[..., c] * (weight - weight.mean(-1, keepdim=True))
 
 
 class ClassSharedLossNet(nn.Module):

@@ -160,24 +160,26 @@ def planar_arm_forward_dynamics(
     return torch.stack([qdd1, qdd2], -1)
 
 
-def planar_arm_step(
-    state: torch.Tensor, action: torch.Tensor, params: PlanarArmParams
-) -> torch.Tensor:
+def planar_arm_step(state, action, params: PlanarArmParams):
     """One control step: ``params.substeps`` RK4 steps of ``params.dt``, torque ``gear * a``.
 
     Parameters
     ----------
-    state : torch.Tensor of shape (..., 4)
-        ``(q1, q2, qd1, qd2)``.
-    action : torch.Tensor of shape (..., 2)
+    state : torch.Tensor or numpy.ndarray of shape (..., 4)
+        ``(q1, q2, qd1, qd2)``. A tensor keeps the step differentiable (iLQR,
+        model-based rollouts); an array steps a batched simulator without
+        torch's per-operation overhead.
+    action : same type as ``state``, shape (..., 2)
         Normalised torque, clamped to ``[-1, 1]``.
     params : PlanarArmParams
 
     Returns
     -------
-    next_state : torch.Tensor of shape (..., 4)
+    next_state : same type as ``state``, shape (..., 4)
     """
-    tau = _as_tensor(params.gear, action) * torch.clamp(action, -1.0, 1.0)
+    xp = np if isinstance(state, np.ndarray) else torch
+    gear = np.asarray(params.gear) if xp is np else _as_tensor(params.gear, action)
+    tau = gear * xp.clip(action, -1.0, 1.0)
     tau1, tau2 = tau[..., 0], tau[..., 1]
     p = params
     k1, k2 = p.damping
@@ -185,18 +187,18 @@ def planar_arm_step(
     def deriv(q1, q2, w1, w2):
         # Inlined planar_arm_forward_dynamics: this is iLQR's inner loop, and op count
         # dominates its cost on small tensors.
-        c2, s2 = torch.cos(q2), torch.sin(q2)
+        c2, s2 = xp.cos(q2), xp.sin(q2)
         h = p.b * c2 + p.e * s2
         dh = p.e * c2 - p.b * s2
-        c12 = torch.cos(q1 + q2)
+        c12 = xp.cos(q1 + q2)
         grav2 = p.p2 * c12
-        r1 = tau1 - (dh * (2 * w1 * w2 + w2 * w2) + p.p1 * torch.cos(q1) + grav2 + k1 * w1)
+        r1 = tau1 - (dh * (2 * w1 * w2 + w2 * w2) + p.p1 * xp.cos(q1) + grav2 + k1 * w1)
         r2 = tau2 - (-dh * w1 * w1 + grav2 + k2 * w2)
         m11, m12 = p.a + 2 * h, p.c + h
         det = m11 * p.d - m12 * m12
         return w1, w2, (p.d * r1 - m12 * r2) / det, (m11 * r2 - m12 * r1) / det
 
-    x = state.unbind(-1)
+    x = tuple(state[..., i] for i in range(4))
     dt = params.dt
     for _ in range(params.substeps):
         d1 = deriv(*x)
@@ -207,15 +209,19 @@ def planar_arm_step(
             xi + dt / 6 * (a + 2 * b + 2 * c + d)
             for xi, a, b, c, d in zip(x, d1, d2, d3, d4, strict=True)
         )
-    return torch.stack(x, -1)
+    return xp.stack(x, -1)
 
 
-def planar_arm_fingertip(q: torch.Tensor, params: PlanarArmParams) -> torch.Tensor:
-    """Tip position in the arm's plane, ``(..., 2)``, from joint angles ``(..., 2)``."""
+def planar_arm_fingertip(q, params: PlanarArmParams):
+    """Tip position in the arm's plane, ``(..., 2)``, from joint angles ``(..., 2)``.
+
+    ``q`` is a tensor or an array; the result has its type.
+    """
+    xp = np if isinstance(q, np.ndarray) else torch
     l1, l2 = params.link_lengths
     q1, q12 = q[..., 0], q[..., 0] + q[..., 1]
-    return torch.stack(
-        [l1 * torch.cos(q1) + l2 * torch.cos(q12), l1 * torch.sin(q1) + l2 * torch.sin(q12)], -1
+    return xp.stack(
+        [l1 * xp.cos(q1) + l2 * xp.cos(q12), l1 * xp.sin(q1) + l2 * xp.sin(q12)], -1
     )
 
 

@@ -26,8 +26,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torchopt
 from torch import nn
 
+from rl.envs.reacher_batched import BatchedReacherGoal
 from rl.meta._arm import joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded
@@ -99,6 +101,14 @@ def policy_log_prob(params: Params, obs: torch.Tensor, actions: torch.Tensor) ->
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+#: Where :class:`ModelFreeProblem` rolls out policies.
+SIMULATORS = ("env", "twin")
+#: Environments with a batched torch twin (``simulator="twin"``).
+TWIN_SIMULATORS = {"ml3/ReacherGoal-v0": BatchedReacherGoal}
+
+#: Shapes of the model-free loss (see :func:`meta_train_policy_loss`).
+LOSS_STRUCTURES = ("advantage", "free")
+
 #: Extra feature sets of the model-free loss (see :func:`loss_features`).
 FEATURE_SETS = ("plain", "joint_frame")
 #: Columns each extra feature set adds.
@@ -146,6 +156,38 @@ def loss_features(obs: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tens
     return x
 
 
+def _run_episodes(sim, params: Params, start_states: torch.Tensor, horizon: int,
+                  gen: torch.Generator, deterministic: bool = False, members: int = 1):
+    """Episodes of stacked policies on a batched simulator.
+
+    ``params`` holds ``members * B`` stacked policies, each running ``E``
+    episodes; ``sim`` holds their ``members * B * E`` episodes in that order.
+    ``start_states`` (B * E, 4) and the action noise are shared by the
+    members (common random numbers). Returns ``obs`` (M*B, E, T, obs_dim),
+    unclipped ``actions`` (M*B, E, T, act_dim), ``rewards`` (M*B, E, T) and
+    the final ``distance`` (M*B, E).
+    """
+    n_policies = params["log_std"].shape[0]
+    B = n_policies // members
+    E = len(start_states) // B
+    std = torch.exp(params["log_std"])[:, None, :]
+    mean_of = torch.func.vmap(policy_mean)
+    current = sim.reset(state=start_states.repeat(members, 1)).reshape(n_policies, E, -1)
+    obs, actions, rewards = [], [], []
+    for _ in range(horizon):
+        obs.append(current)
+        act = mean_of(params, current)
+        if not deterministic:
+            noise = torch.randn(B, E, act.shape[-1], generator=gen).repeat(members, 1, 1)
+            act = act + std * noise
+        actions.append(act)
+        current, reward, distance = sim.step(act.reshape(-1, act.shape[-1]).numpy())
+        current = current.reshape(n_policies, E, -1)
+        rewards.append(reward.reshape(n_policies, E))
+    return (torch.stack(obs, 2), torch.stack(actions, 2), torch.stack(rewards, 2),
+            distance.reshape(n_policies, E))
+
+
 class _GoalTask:
     """One goal plus the rollouts its current policy produced (mutable per episode)."""
 
@@ -191,6 +233,23 @@ class ModelFreeProblem:
         Standardise the loss's input features with a shift and scale measured
         once, on rollouts of untrained policies on the training goals
         (``input_shift``, ``input_scale``).
+    features : {"plain", "joint_frame"}, default="plain"
+        Extra loss inputs (see :func:`loss_features`).
+    n_epochs : int, default=1
+        Passes over each rollout (:meth:`population_task_loss`'s runs; the
+        backprop path unrolls them through the engine's ``unroll``).
+    task_loss_episodes : int, optional
+        Episodes of the fresh rollout that scores the task loss (twin only;
+        default ``rollout_episodes``); its first ``rollout_episodes`` are the
+        next experience. More episodes give a less noisy meta-gradient.
+    simulator : {"env", "twin"}, default="env"
+        Where rollouts run: ``"env"`` steps ``rollout_episodes`` gymnasium
+        environments one by one; ``"twin"`` (``ml3/ReacherGoal-v0`` only)
+        steps every episode of a rollout at once on the torch twin
+        (:class:`rl.envs.reacher_batched.BatchedReacherGoal`). Nothing is
+        differentiated through either, so both are model-free. Only the twin
+        offers :meth:`population_task_loss`, which scores many losses on
+        whole training runs at once (``meta_gradient="es"``).
     """
 
     vectorizable = False
@@ -199,9 +258,16 @@ class ModelFreeProblem:
                  log_std_init: float = 0.0, rollout_episodes: int = 10,
                  batch_size: int | None = 100, horizon: int | None = None, gamma: float = 1.0,
                  env_kwargs: dict[str, Any] | None = None, normalize_inputs: bool = True,
-                 action_penalty: float = 0.0, features: str = "plain"):
+                 action_penalty: float = 0.0, features: str = "plain", simulator: str = "env",
+                 n_epochs: int = 1, task_loss_episodes: int | None = None):
         import rl.envs  # noqa: F401  (registers the ml3/* environments)
 
+        if simulator not in SIMULATORS:
+            raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+        if simulator == "twin" and env_id not in TWIN_SIMULATORS:
+            raise ValueError(f"simulator='twin' exists for {sorted(TWIN_SIMULATORS)}, not "
+                             f"{env_id}; use simulator='env'")
+        self.simulator = simulator
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
         self.envs = [gym.make(env_id, **self.env_kwargs).unwrapped
@@ -234,6 +300,14 @@ class ModelFreeProblem:
             raise ValueError(f"batch_size must be in [1, rollout_episodes * horizon = "
                              f"{self.rollout_episodes * self.horizon}], got {batch_size}")
         self.gamma = float(gamma)
+        self.n_epochs = int(n_epochs)
+        self.task_loss_episodes = int(task_loss_episodes or self.rollout_episodes)
+        if self.task_loss_episodes < self.rollout_episodes or (
+                self.simulator == "env" and self.task_loss_episodes != self.rollout_episodes):
+            raise ValueError("task_loss_episodes must be >= rollout_episodes (and equal to it "
+                             f"with simulator='env'), got {task_loss_episodes}")
+        if self.n_epochs < 1:
+            raise ValueError(f"n_epochs must be at least 1, got {n_epochs}")
         if action_penalty < 0:
             raise ValueError(f"action_penalty must be >= 0, got {action_penalty}")
         self.action_penalty = float(action_penalty)
@@ -291,6 +365,8 @@ class ModelFreeProblem:
             ``rewards`` and ``alive`` (E, T; 0 after an episode terminated),
             ``final_distance`` (E,) when the env reports a distance.
         """
+        if self.simulator == "twin":
+            return self._twin_rollout(params, goal, rng, deterministic)
         E, T = self.rollout_episodes, self.horizon
         obs = np.zeros((E, T, self.obs_dim), np.float32)
         actions = torch.zeros(E, T, self.act_dim)
@@ -325,6 +401,111 @@ class ModelFreeProblem:
                 "rewards": torch.from_numpy(rewards), "alive": torch.from_numpy(alive),
                 "final_distance": torch.from_numpy(distance)}
 
+    def _twin_rollout(self, params: Params, goal: np.ndarray, rng: np.random.Generator,
+                      deterministic: bool = False, episodes: int | None = None
+                      ) -> dict[str, torch.Tensor]:
+        """:meth:`rollout` on the batched torch twin (all episodes in one call per step)."""
+        E = episodes or self.rollout_episodes
+        simulator = TWIN_SIMULATORS[self.env_id]
+        sim = simulator(np.repeat(np.asarray(goal)[None], E, 0), **self.env_kwargs)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+        params = {k: v.detach()[None] for k, v in params.items()}
+        obs, actions, rewards, distance = _run_episodes(
+            sim, params, simulator.initial_states(E, gen), self.horizon, gen, deterministic)
+        return {"obs": obs[0], "actions": actions[0], "rewards": rewards[0],
+                "alive": torch.ones_like(rewards[0]), "final_distance": distance[0].double()}
+
+    def population_task_loss(self, loss: LearnedLoss, phis: torch.Tensor, tasks, rng, *,
+                             optimizer, inner_steps: int) -> torch.Tensor:
+        """Mean per-step cost of whole training runs, one per loss in ``phis``.
+
+        Each row of ``phis`` is a flat parameter vector of ``loss``'s network.
+        For every row and task a fresh policy (the same initialisations and
+        the same simulator noise for every row: common random numbers)
+        trains for ``inner_steps`` optimizer steps on that loss exactly as
+        :class:`rl.ML3` would (a rollout, then ``n_epochs`` passes of
+        mini-batches, ``optimizer``), all rows and tasks batched with
+        ``torch.func.vmap`` on the twin. The task loss is the mean negative
+        reward over every rollout of the run plus one deterministic rollout
+        after its last update, so a loss scores well by training fast *and*
+        ending well.
+
+        Returns
+        -------
+        task_losses : Tensor of shape (len(phis),)
+        """
+        if self.simulator != "twin":
+            raise ValueError("population_task_loss needs simulator='twin'")
+        if loss.learned_lr:
+            raise ValueError("population_task_loss does not support learned_lr losses")
+        E, T = self.rollout_episodes, self.horizon
+        rows = E * T
+        steps_per_rollout = self.n_epochs * math.ceil(rows / self.batch_size)
+        if inner_steps % steps_per_rollout:
+            raise ValueError(f"inner_steps ({inner_steps}) must be a multiple of the "
+                             f"{steps_per_rollout} steps of one rollout")
+        n_updates = inner_steps // steps_per_rollout
+        P, G = len(phis), len(tasks)
+        seeds = rng.integers(0, 2**31 - 1, size=G)
+        inits = [self.init_params(task, int(s)) for task, s in zip(tasks, seeds, strict=True)]
+        # policy n = p * G + g trains row p of phis on task g
+        params = {k: torch.stack([i[k] for i in inits]).repeat(P, *[1] * inits[0][k].ndim)
+                  for k in inits[0]}
+        shapes = [(name, p.shape) for name, p in loss.network_.named_parameters()]
+        phi, offset = {}, 0
+        for name, shape in shapes:
+            n = math.prod(shape)
+            phi[name] = phis[:, offset:offset + n].reshape(P, *shape).to(torch.float32)
+            phi[name] = phi[name].repeat_interleave(G, 0)
+            offset += n
+        network = loss.network_
+        shift, scale, features = self.input_shift, self.input_scale, self.features
+        loss_of_row = torch.func.vmap(
+            lambda phi_n, x: torch.func.functional_call(network, phi_n, (x,)))
+        log_prob_of = torch.func.vmap(policy_log_prob)
+
+        def update(theta, state, obs, actions):
+            # the policies are independent: the gradient of the summed mean losses is
+            # every policy's own gradient, and the optimizers act elementwise
+            theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
+            log_prob = log_prob_of(theta, obs, actions)
+            x = loss_features(obs.flatten(0, 1), actions.flatten(0, 1), log_prob.reshape(-1),
+                              self.goal_dim, shift, scale, features)
+            total = loss_of_row(phi, x.reshape(len(obs), obs.shape[1], -1)).mean(1).sum()
+            grads = dict(zip(theta, torch.autograd.grad(total, list(theta.values())),
+                             strict=True))
+            updates, state = optimizer.update(grads, state, params=theta, inplace=False)
+            theta = torchopt.apply_updates(theta, updates, inplace=False)
+            return {k: v.detach() for k, v in theta.items()}, state
+
+        states = optimizer.init(params)
+        simulator = TWIN_SIMULATORS[self.env_id]
+        goals = np.stack([task.goal for task in tasks])
+        sim = simulator(np.repeat(np.tile(goals, (P, 1)), E, 0), **self.env_kwargs)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+        cost = torch.zeros(P * G)
+        curve = []
+        for k in range(n_updates + 1):
+            with torch.no_grad():  # the last rollout evaluates the trained mean action
+                obs, actions, rewards, distance = _run_episodes(
+                    sim, params, simulator.initial_states(G * E, gen), T, gen,
+                    deterministic=k == n_updates, members=P)
+            cost -= rewards.mean((1, 2))
+            curve.append(distance.reshape(P, G * E).mean(1))
+            if k == n_updates:
+                break
+            obs, actions = obs.reshape(P * G, rows, -1), actions.reshape(P * G, rows, -1)
+            for _ in range(self.n_epochs):
+                order = torch.randperm(rows, generator=gen)
+                for i in range(0, rows, self.batch_size):
+                    idx = order[i:i + self.batch_size]
+                    params, states = update(params, states, obs[:, idx], actions[:, idx])
+        #: final distance after each update, per member, of the latest call
+        self.population_curve = torch.stack(curve, 1)
+        self.stats.append({"return": -float(cost.mean()) * T,
+                           "final_distance": float(self.population_curve[:, -1].mean())})
+        return (cost / (n_updates + 1)).reshape(P, G).mean(1).double()
+
     def _features(self, params: Params, obs: torch.Tensor, actions: torch.Tensor):
         log_prob = policy_log_prob(params, obs, actions)
         return (loss_features(obs, actions, log_prob, self.goal_dim, self.input_shift,
@@ -357,7 +538,11 @@ class ModelFreeProblem:
                 "actions": batch["actions"].reshape(-1, self.act_dim)[keep]}
 
     def task_loss(self, params: Params, task: _GoalTask) -> torch.Tensor:
-        batch = self.rollout(params, task.goal, task.rng)
+        if self.simulator == "twin":
+            batch = self._twin_rollout(params, task.goal, task.rng,
+                                       episodes=self.task_loss_episodes)
+        else:
+            batch = self.rollout(params, task.goal, task.rng)
         rewards, alive = batch["rewards"], batch["alive"]
         to_go = torch.zeros_like(rewards)
         running = torch.zeros(rewards.shape[0])
@@ -380,7 +565,8 @@ class ModelFreeProblem:
                            "final_distance": float(np.nanmean(batch["final_distance"].numpy()))
                            if np.isfinite(batch["final_distance"].numpy()).any() else math.nan})
         # The fresh rollouts are the experience of the next inner steps.
-        task.buffer, task.order = self._flatten(batch), None
+        experience = {k: batch[k][:self.rollout_episodes] for k in ("obs", "actions", "alive")}
+        task.buffer, task.order = self._flatten(experience), None
         return surrogate
 
     def describe(self) -> dict[str, Any]:
@@ -398,6 +584,9 @@ class ModelFreeProblem:
             "input_shift": self.input_shift,
             "input_scale": self.input_scale,
             "action_penalty": self.action_penalty,
+            "simulator": self.simulator,
+            "n_epochs": self.n_epochs,
+            "task_loss_episodes": self.task_loss_episodes,
         }
 
 
@@ -426,7 +615,13 @@ def meta_train_policy_loss(
     env_kwargs: dict[str, Any] | None = None,
     normalize_inputs: bool = True,
     action_penalty: float = 0.0,
-    features: str = "plain",
+    features: str = "auto",
+    loss_structure: str = "advantage",
+    simulator: str = "auto",
+    meta_gradient: str = "auto",
+    es_population: int = 32,
+    es_sigma: float = 0.05,
+    task_loss_episodes: int | None = None,
     checkpoint=None,
     random_state=None,
     verbose: int = 1,
@@ -496,10 +691,31 @@ def meta_train_policy_loss(
     action_penalty : float, default=0.0
         Meta-train-only penalty on mean actions outside the action box, added
         to the task loss (see :class:`ModelFreeProblem`).
-    features : {"plain", "joint_frame"}, default="plain"
+    features : {"auto", "plain", "joint_frame"}, default="auto"
         ``"joint_frame"`` (ReacherGoal) adds the arm's goal direction in joint
         space to the loss's inputs (see :func:`loss_features`); recorded in
         ``meta_info_["policy"]["features"]`` and used by :class:`rl.ML3`.
+        ``"auto"``: ``"joint_frame"`` for ReacherGoal, ``"plain"`` otherwise.
+    loss_structure : {"advantage", "free"}, default="advantage"
+        ``"advantage"``: ``M = -log pi(a|s) * f_phi(s, a, g)`` with ``f_phi``
+        centred over each batch, a learned advantage
+        (:class:`~sklearn_ml3.networks.ScoreWeightedLossNet`); ``"free"``: any
+        function of the whole row, log-probability included (an MLP with
+        ``loss_output``). Recorded in ``meta_info_["policy"]``.
+    simulator : {"auto", "env", "twin"}, default="auto"
+        Where meta-training rolls out (see :class:`ModelFreeProblem`); "auto"
+        takes the batched torch twin where one exists (ReacherGoal).
+    meta_gradient : {"auto", "backprop", "es"}, default="auto"
+        ``"es"`` scores perturbed losses on whole training runs of
+        ``rollouts_per_policy`` updates (:meth:`ModelFreeProblem.
+        population_task_loss`, needs the twin); ``"backprop"`` differentiates
+        the REINFORCE surrogate of fresh rollouts through ``n_epochs`` passes
+        of inner steps. "auto": ``"es"`` on the twin, ``"backprop"`` otherwise.
+    es_population, es_sigma
+        Population (antithetic, even) and perturbation size of ``"es"``.
+    task_loss_episodes : int, optional
+        ``"backprop"`` on the twin: episodes of each task-loss rollout
+        (default ``rollout_episodes``).
     checkpoint : path, optional
         Resumable meta-training state (see :func:`~sklearn_ml3.meta.meta_train`).
     random_state : int or None
@@ -531,25 +747,41 @@ def meta_train_policy_loss(
             raise ValueError(f"{env_id} ({env_cls}) cannot sample goals; pass goals=")
         goals = env.sample_tasks(int(n_goals), np.random.default_rng(random_state))
         env.close()
+    if features == "auto":
+        features = "joint_frame" if env_id in TWIN_SIMULATORS else "plain"
+    if simulator == "auto":
+        simulator = "twin" if env_id in TWIN_SIMULATORS else "env"
+    if meta_gradient == "auto":
+        meta_gradient = "es" if simulator == "twin" else "backprop"
+    if loss_structure not in LOSS_STRUCTURES:
+        raise ValueError(f"loss_structure must be one of {LOSS_STRUCTURES}, "
+                         f"got {loss_structure!r}")
     problem = ModelFreeProblem(
         env_id, goals, policy_hidden_sizes=policy_hidden_sizes, log_std_init=log_std_init,
         rollout_episodes=rollout_episodes, batch_size=batch_size, horizon=horizon, gamma=gamma,
         env_kwargs=env_kwargs, normalize_inputs=normalize_inputs, action_penalty=action_penalty,
-        features=features)
+        features=features, simulator=simulator, n_epochs=n_epochs,
+        task_loss_episodes=task_loss_episodes)
     rows = problem.rollout_episodes * problem.horizon
-    unroll = int(n_epochs) * math.ceil(rows / problem.batch_size)
+    per_rollout = int(n_epochs) * math.ceil(rows / problem.batch_size)
+    inner_steps = per_rollout * int(rollouts_per_policy)
+    # log pi(a|s) follows obs and action in the loss's rows (loss_features)
+    score_column = problem.obs_dim + problem.act_dim if loss_structure == "advantage" else None
     if loss is None:
         loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
                            hidden_layer_sizes=loss_hidden_layer_sizes, bias=True,
-                           output=loss_output,
+                           output=loss_output, score_column=score_column,
                            random_state=random_state)
     elif loss.kind != "features" or loss.n_inputs != problem.n_loss_inputs:
         raise ValueError(f"loss must be a LearnedLoss(kind='features', n_inputs="
                          f"{problem.n_loss_inputs}) for {env_id}")
-    meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=unroll * rollouts_per_policy,
-               unroll=unroll, tasks_per_iter=tasks_per_iter, inner_optimizer=inner_optimizer,
-               inner_lr=inner_lr, meta_lr=meta_lr, grad_clip=grad_clip, checkpoint=checkpoint,
-               random_state=random_state, verbose=verbose, callback=callback)
+    meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=inner_steps,
+               unroll=inner_steps if meta_gradient == "es" else per_rollout,
+               tasks_per_iter=tasks_per_iter, inner_optimizer=inner_optimizer,
+               inner_lr=inner_lr, meta_lr=meta_lr, grad_clip=grad_clip,
+               meta_gradient=meta_gradient, es_population=es_population, es_sigma=es_sigma,
+               checkpoint=checkpoint, random_state=random_state, verbose=verbose,
+               callback=callback)
     loss.meta_info_["policy"] = {
         "env_id": env_id,
         "obs_dim": problem.obs_dim,
@@ -557,6 +789,8 @@ def meta_train_policy_loss(
         "goal_dim": problem.goal_dim,
         "inputs": ["obs", "action", "log_prob", "goal"],
         "features": problem.features,
+        "loss_structure": "free" if loss.score_column is None else "advantage",
+        "simulator": problem.simulator,
         "hidden_sizes": list(problem.policy_hidden_sizes),
         "log_std_init": problem.log_std_init,
         "rollout_steps": rows,
@@ -568,12 +802,15 @@ def meta_train_policy_loss(
     }
     # per meta-iteration means of this call's task-loss rollouts (a resumed run: its part
     # only), over the tasks of all processes under torch.distributed
-    stats = gather_task_records(problem.stats, tasks_per_iter)
-    loss.meta_info_["rollout_stats"] = [
-        {key: float(np.nanmean([s[key] for s in stats[i:i + tasks_per_iter]]))
-         for key in ("return", "final_distance")}
-        for i in range(0, len(stats), tasks_per_iter)
-    ]
+    if meta_gradient == "es":  # one record per meta-iteration: this process's members
+        loss.meta_info_["rollout_stats"] = list(problem.stats)
+    else:
+        stats = gather_task_records(problem.stats, tasks_per_iter)
+        loss.meta_info_["rollout_stats"] = [
+            {key: float(np.nanmean([s[key] for s in stats[i:i + tasks_per_iter]]))
+             for key in ("return", "final_distance")}
+            for i in range(0, len(stats), tasks_per_iter)
+        ]
     return loss
 
 

@@ -14,8 +14,8 @@ numbers), so their differences come from the loss alone.
 
 :func:`~sklearn_ml3.meta.meta_train` uses this with ``meta_gradient="es"``;
 a problem that can score many losses at once (e.g. on a batched simulator)
-provides ``population_task_loss(loss, phis, tasks, rng)``, otherwise each
-member runs the engine's own inner steps.
+provides ``population_task_loss(loss, phis, tasks, rng, *, optimizer,
+inner_steps)``, otherwise each member runs the engine's own inner steps.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def es_meta_gradient(loss, problem, tasks, rng: np.random.Generator, *, populati
     mine = distributed.my_indices(len(phis))
     members = phis[mine.start:mine.stop]
     if hasattr(problem, "population_task_loss"):
-        local = problem.population_task_loss(loss, members, tasks, member_rng)
+        local = problem.population_task_loss(loss, members, tasks, member_rng,
+                                             optimizer=optimizer, inner_steps=inner_steps)
     else:
         local = _engine_task_losses(loss, problem, members, tasks, member_rng, inner_steps,
                                     optimizer, run_inner)
