@@ -69,12 +69,14 @@ class LearnedLoss:
         multiplier's inputs are detached, so a gradient step on the result is
         a step of size ``lr * alpha`` along the gradient of the loss itself.
         :meth:`learning_rate` returns ``alpha`` for given inputs.
-    score_column : int, optional
-        Only for ``kind="features"``: the loss is ``-x[score_column] * f(other
-        features)`` with ``f`` the network (:class:`~sklearn_ml3.networks.
-        ScoreWeightedLossNet`). With the log-probability column of a policy
-        loss, ``f`` is a learned advantage and every update a weighted
-        likelihood step. ``output`` is not used then.
+    structure : dict, optional
+        Only for ``kind="features"``: ``{"score_column": i}`` makes the loss
+        ``-x[i] * f(x)`` (:class:`~sklearn_ml3.networks.ScoreWeightedLossNet`);
+        with the log-probability column of a policy loss, ``f`` is a learned
+        advantage and every update a weighted likelihood step.
+        ``"action_columns"`` and ``"state_columns"`` (lists of indices) make
+        ``f`` quadratic in the action columns around a learned target of the
+        state columns. ``output`` is not used then.
     random_state : int, numpy Generator or None
         Seeds the initial network weights and, unless overridden, the
         meta-training run.
@@ -109,7 +111,7 @@ class LearnedLoss:
         n_inputs: int | None = None,
         n_extra_inputs: int = 0,
         learned_lr: bool = False,
-        score_column: int | None = None,
+        structure: dict | None = None,
         random_state=None,
     ):
         if kind not in INPUT_KINDS:
@@ -120,8 +122,13 @@ class LearnedLoss:
             raise ValueError(f"n_inputs is only used with kind='features', not kind={kind!r}")
         if kind != "regression" and n_extra_inputs:
             raise ValueError("n_extra_inputs is only used with kind='regression'")
-        if score_column is not None and kind != "features":
-            raise ValueError("score_column is only used with kind='features'")
+        if structure is not None and kind != "features":
+            raise ValueError("structure is only used with kind='features'")
+        if structure is not None and (not isinstance(structure, dict) or set(structure) - {
+                "score_column", "action_columns", "state_columns"} or
+                "score_column" not in structure):
+            raise ValueError("structure must be a dict with 'score_column' and optionally "
+                             f"'action_columns' and 'state_columns', got {structure!r}")
         self.kind = kind
         self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
         self.activation = activation
@@ -130,7 +137,9 @@ class LearnedLoss:
         self.n_inputs = None if n_inputs is None else int(n_inputs)
         self.n_extra_inputs = int(n_extra_inputs)
         self.learned_lr = bool(learned_lr)
-        self.score_column = None if score_column is None else int(score_column)
+        self.structure = None if structure is None else {
+            k: int(v) if k == "score_column" else [int(i) for i in v]
+            for k, v in structure.items()}
         self.random_state = random_state
         self.meta_info_: dict[str, Any] = {}
         # an unseeded loss draws fresh entropy rather than the global torch seed
@@ -149,7 +158,7 @@ class LearnedLoss:
             "n_inputs": self.n_inputs,
             "n_extra_inputs": self.n_extra_inputs,
             "learned_lr": self.learned_lr,
-            "score_column": self.score_column,
+            "structure": self.structure,
         }
 
     def _build_network(self, generator: torch.Generator | None) -> torch.nn.Module:
@@ -160,9 +169,9 @@ class LearnedLoss:
             elif self.kind == "regression":
                 net = PointwiseLossNet(2 + self.n_extra_inputs, hidden, act, self.bias,
                                        self.output)
-            elif self.score_column is not None:
-                net = ScoreWeightedLossNet(self.n_inputs, self.score_column, hidden, act,
-                                           self.bias)
+            elif self.structure is not None:
+                net = ScoreWeightedLossNet(self.n_inputs, hidden_layer_sizes=hidden,
+                                           activation=act, bias=self.bias, **self.structure)
             else:
                 net = PointwiseLossNet(self.n_inputs, hidden, act, self.bias, self.output)
             if self.learned_lr:
@@ -437,7 +446,7 @@ class LearnedLoss:
     def _from_parts(cls, config, meta_info, tensors, device="cpu", dtype=torch.float32):
         loss = cls.__new__(cls)
         # files written before these options existed
-        loss.learned_lr, loss.score_column = False, None
+        loss.learned_lr, loss.structure = False, None
         for key, value in config.items():
             setattr(loss, key, tuple(value) if key == "hidden_layer_sizes" else value)
         loss.random_state = None
@@ -482,8 +491,8 @@ class LearnedLoss:
             args.append(f"n_extra_inputs={self.n_extra_inputs}")
         if self.learned_lr:
             args.append("learned_lr=True")
-        if self.score_column is not None:
-            args.append(f"score_column={self.score_column}")
+        if self.structure is not None:
+            args.append(f"structure={self.structure}")
         if self.is_meta_trained:
             info = self.meta_info_
             args.append(

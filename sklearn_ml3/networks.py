@@ -68,16 +68,23 @@ class PointwiseLossNet(nn.Module):
 
 
 class ScoreWeightedLossNet(nn.Module):
-    """A learned weight times one column: ``loss = -x[score_column] * f(other columns)``.
+    """A learned weight times one column: ``loss = -x[score_column] * f(x)``.
 
     With the column a log-probability ``log pi(a|s)`` this is a policy loss
     whose gradient is ``-f(s, a, g) grad log pi(a|s)``: ``f`` is a learned
     advantage (a learned reward, in the paper's words) and the loss is linear
-    in the log-probability, as a policy-gradient surrogate is. Constraining the
-    shape this way keeps the update a weighted likelihood step whatever ``f``
-    is. The weights are centred over the rows of each batch (their mean is a
-    baseline, as advantages are normalised in PPO): a constant in ``f`` would
-    only add variance to the update.
+    in the log-probability, as a policy-gradient surrogate is. The weights are
+    centred over the rows of each batch (their mean is a baseline, as
+    advantages are normalised in PPO): a constant in ``f`` would only add
+    variance to the update.
+
+    ``f`` takes one of two shapes:
+
+    - free (``action_columns`` None): an MLP of every column but the score;
+    - quadratic (NAF-like, Gu et al. 2016): ``f = -1/2 ||x[action_columns] -
+      t(x[state_columns])||^2`` with ``t`` an MLP. The best action of a state
+      is ``t``'s output, and a likelihood step moves the policy towards it;
+      the state columns must not depend on the action.
 
     Parameters
     ----------
@@ -86,24 +93,48 @@ class ScoreWeightedLossNet(nn.Module):
     score_column : int
         Index of the column that multiplies the learned weight.
     hidden_layer_sizes, activation, bias
-        Shape of the weight network ``f`` (it reads the ``n_inputs - 1``
-        other columns).
+        Hidden layers of ``f`` (free) or ``t`` (quadratic; ``()`` is linear).
+    action_columns, state_columns : sequence of int, optional
+        Both or neither: the quadratic shape.
     """
 
     def __init__(self, n_inputs, score_column, hidden_layer_sizes, activation="relu",
-                 bias=True):
+                 bias=True, action_columns=None, state_columns=None):
         super().__init__()
         if not 0 <= score_column < n_inputs:
             raise ValueError(f"score_column must be in [0, {n_inputs}), got {score_column}")
+        if (action_columns is None) != (state_columns is None):
+            raise ValueError("give both action_columns and state_columns, or neither")
         self.score_column = int(score_column)
-        self.weight = make_mlp(n_inputs - 1, hidden_layer_sizes, 1, activation, bias)
+        if action_columns is None:
+            others = [i for i in range(n_inputs) if i != self.score_column]
+            self.register_buffer("state_columns", torch.tensor(others), persistent=False)
+            self.action_columns = None
+            self.weight = make_mlp(len(others), hidden_layer_sizes, 1, activation, bias)
+            return
+        action_columns, state_columns = list(action_columns), list(state_columns)
+        used = action_columns + state_columns + [self.score_column]
+        if len(set(used)) != len(used) or not all(0 <= i < n_inputs for i in used):
+            raise ValueError("score, action and state columns must be distinct indices in "
+                             f"[0, {n_inputs}), got {self.score_column}, {action_columns}, "
+                             f"{state_columns}")
+        self.register_buffer("action_columns", torch.tensor(action_columns), persistent=False)
+        self.register_buffer("state_columns", torch.tensor(state_columns), persistent=False)
+        self.weight = make_mlp(len(state_columns), hidden_layer_sizes, len(action_columns),
+                               activation, bias)
+
+    def advantage(self, features: torch.Tensor) -> torch.Tensor:
+        """``f`` per row, before centring."""
+        state = features[..., self.state_columns]
+        if self.action_columns is None:
+            return self.weight(state).squeeze(-1)
+        target = self.weight(state)
+        return -0.5 * (features[..., self.action_columns] - target).pow(2).sum(-1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Per-row loss, shape ``features.shape[:-1]``."""
-        c = self.score_column
-        others = torch.cat([features[..., :c], features[..., c + 1:]], -1)
-        weight = self.weight(others).squeeze(-1)
-        return -features[..., c] * (weight - weight.mean(-1, keepdim=True))
+        weight = self.advantage(features)
+        return -features[..., self.score_column] * (weight - weight.mean(-1, keepdim=True))
 
 
 class ClassSharedLossNet(nn.Module):

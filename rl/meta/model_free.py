@@ -107,12 +107,41 @@ SIMULATORS = ("env", "twin")
 TWIN_SIMULATORS = {"ml3/ReacherGoal-v0": BatchedReacherGoal}
 
 #: Shapes of the model-free loss (see :func:`meta_train_policy_loss`).
-LOSS_STRUCTURES = ("advantage", "free")
+LOSS_STRUCTURES = ("quadratic", "advantage", "free")
 
 #: Extra feature sets of the model-free loss (see :func:`loss_features`).
 FEATURE_SETS = ("plain", "joint_frame")
 #: Columns each extra feature set adds.
 EXTRA_FEATURES = {"plain": 0, "joint_frame": 6}
+#: How many of them (the last ones) depend on the action.
+ACTION_EXTRAS = {"plain": 0, "joint_frame": 2}
+
+
+def policy_loss_structure(structure: str, obs_dim: int, act_dim: int, goal_dim: int,
+                   features: str) -> dict | None:
+    """The :class:`~sklearn_ml3.LearnedLoss` ``structure`` of a policy loss shape.
+
+    Rows are laid out by :func:`loss_features`: obs, action, log-probability,
+    goal, extras. ``"advantage"`` weights the log-probability column by a free
+    learned function; ``"quadratic"`` by ``-1/2 ||a - t(s)||^2`` with ``a``
+    the action as the loss sees it (the joint-frame components with
+    ``features="joint_frame"``, the raw action otherwise) and ``t`` a learned
+    function of every column that does not depend on the action. ``"free"``:
+    None, an unconstrained network of the whole row.
+    """
+    if structure not in LOSS_STRUCTURES:
+        raise ValueError(f"loss_structure must be one of {LOSS_STRUCTURES}, got {structure!r}")
+    score = obs_dim + act_dim
+    if structure == "free":
+        return None
+    if structure == "advantage":
+        return {"score_column": score}
+    n = obs_dim + act_dim + 1 + goal_dim + EXTRA_FEATURES[features]
+    raw_action = list(range(obs_dim, obs_dim + act_dim))
+    first_action_extra = n - ACTION_EXTRAS[features]
+    action = list(range(first_action_extra, n)) if ACTION_EXTRAS[features] else raw_action
+    state = [i for i in range(first_action_extra) if i not in raw_action and i != score]
+    return {"score_column": score, "action_columns": action, "state_columns": state}
 
 
 def check_features(features: str, obs_dim: int, act_dim: int) -> str:
@@ -616,7 +645,7 @@ def meta_train_policy_loss(
     normalize_inputs: bool = True,
     action_penalty: float = 0.0,
     features: str = "auto",
-    loss_structure: str = "advantage",
+    loss_structure: str = "quadratic",
     simulator: str = "auto",
     meta_gradient: str = "auto",
     es_population: int = 32,
@@ -696,12 +725,14 @@ def meta_train_policy_loss(
         space to the loss's inputs (see :func:`loss_features`); recorded in
         ``meta_info_["policy"]["features"]`` and used by :class:`rl.ML3`.
         ``"auto"``: ``"joint_frame"`` for ReacherGoal, ``"plain"`` otherwise.
-    loss_structure : {"advantage", "free"}, default="advantage"
+    loss_structure : {"quadratic", "advantage", "free"}, default="quadratic"
         ``"advantage"``: ``M = -log pi(a|s) * f_phi(s, a, g)`` with ``f_phi``
         centred over each batch, a learned advantage
-        (:class:`~sklearn_ml3.networks.ScoreWeightedLossNet`); ``"free"``: any
-        function of the whole row, log-probability included (an MLP with
-        ``loss_output``). Recorded in ``meta_info_["policy"]``.
+        (:class:`~sklearn_ml3.networks.ScoreWeightedLossNet`);
+        ``"quadratic"``: the same with ``f_phi = -1/2 ||a - t_phi(s, g)||^2``,
+        a learned best action ``t_phi`` (see :func:`policy_loss_structure`);
+        ``"free"``: any function of the whole row, log-probability included
+        (an MLP with ``loss_output``). Recorded in ``meta_info_["policy"]``.
     simulator : {"auto", "env", "twin"}, default="auto"
         Where meta-training rolls out (see :class:`ModelFreeProblem`); "auto"
         takes the batched torch twin where one exists (ReacherGoal).
@@ -753,9 +784,6 @@ def meta_train_policy_loss(
         simulator = "twin" if env_id in TWIN_SIMULATORS else "env"
     if meta_gradient == "auto":
         meta_gradient = "es" if simulator == "twin" else "backprop"
-    if loss_structure not in LOSS_STRUCTURES:
-        raise ValueError(f"loss_structure must be one of {LOSS_STRUCTURES}, "
-                         f"got {loss_structure!r}")
     problem = ModelFreeProblem(
         env_id, goals, policy_hidden_sizes=policy_hidden_sizes, log_std_init=log_std_init,
         rollout_episodes=rollout_episodes, batch_size=batch_size, horizon=horizon, gamma=gamma,
@@ -765,13 +793,13 @@ def meta_train_policy_loss(
     rows = problem.rollout_episodes * problem.horizon
     per_rollout = int(n_epochs) * math.ceil(rows / problem.batch_size)
     inner_steps = per_rollout * int(rollouts_per_policy)
-    # log pi(a|s) follows obs and action in the loss's rows (loss_features)
-    score_column = problem.obs_dim + problem.act_dim if loss_structure == "advantage" else None
     if loss is None:
         loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
                            hidden_layer_sizes=loss_hidden_layer_sizes, bias=True,
-                           output=loss_output, score_column=score_column,
-                           random_state=random_state)
+                           output=loss_output, random_state=random_state,
+                           structure=policy_loss_structure(
+                               loss_structure, problem.obs_dim, problem.act_dim,
+                               problem.goal_dim, problem.features))
     elif loss.kind != "features" or loss.n_inputs != problem.n_loss_inputs:
         raise ValueError(f"loss must be a LearnedLoss(kind='features', n_inputs="
                          f"{problem.n_loss_inputs}) for {env_id}")
@@ -789,7 +817,7 @@ def meta_train_policy_loss(
         "goal_dim": problem.goal_dim,
         "inputs": ["obs", "action", "log_prob", "goal"],
         "features": problem.features,
-        "loss_structure": "free" if loss.score_column is None else "advantage",
+        "loss_structure": loss_structure,
         "simulator": problem.simulator,
         "hidden_sizes": list(problem.policy_hidden_sizes),
         "log_std_init": problem.log_std_init,

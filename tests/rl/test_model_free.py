@@ -24,7 +24,10 @@ ENV_ID = "ml3/ReacherGoal-v0"
 GOALS = np.array([[0.1, 0.1], [0.05, -0.15]])
 TINY = {"tasks_per_iter": 1, "rollout_episodes": 2, "horizon": 8, "batch_size": 8,
         "n_epochs": 1, "rollouts_per_policy": 1, "loss_hidden_layer_sizes": (16,),
-        "verbose": 0}
+        "verbose": 0,
+        # the MuJoCo-rollout, backprop path with a free loss network
+        "simulator": "env", "meta_gradient": "backprop", "loss_structure": "free",
+        "features": "plain"}
 
 
 def test_policy_functions_match_module_and_torch_normal():
@@ -193,7 +196,7 @@ def test_joint_frame_features_match_the_model_based_ones_and_train_with_ml3():
         loss_features(obs, actions, torch.zeros(len(obs)), 2, features="polar")
 
     loss = meta_train_policy_loss(ENV_ID, goals=GOALS, n_meta_iter=2, random_state=0,
-                                  features="joint_frame", **TINY)
+                                  **{**TINY, "features": "joint_frame"})
     info = loss.meta_info_["policy"]
     assert loss.n_inputs == 21 and info["features"] == "joint_frame"
     assert len(info["input_shift"]) == len(info["input_scale"]) == 21

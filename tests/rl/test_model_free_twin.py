@@ -10,7 +10,7 @@ from torch.nn.utils import parameters_to_vector
 
 from rl import ML3, meta_train_policy_loss
 from rl.envs.reacher_batched import BatchedReacherGoal
-from rl.meta.model_free import ModelFreeProblem, loss_features, policy_log_prob
+from rl.meta.model_free import ModelFreeProblem, policy_mean
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3.meta import differentiable_optimizer
 from sklearn_ml3.networks import ScoreWeightedLossNet
@@ -73,6 +73,22 @@ def test_score_weighted_loss_is_a_centred_learned_advantage_times_log_prob():
         ScoreWeightedLossNet(4, score_column=4, hidden_layer_sizes=(8,))
 
 
+def test_quadratic_advantage_peaks_at_the_learned_target():
+    net = ScoreWeightedLossNet(5, score_column=0, hidden_layer_sizes=(), action_columns=[3, 4],
+                               state_columns=[1, 2])
+    x = torch.randn(6, 5)
+    target = net.weight(x[:, [1, 2]])
+    expected = -0.5 * (x[:, [3, 4]] - target).pow(2).sum(-1)
+    torch.testing.assert_close(net.advantage(x), expected)
+    at_target = x.clone()
+    at_target[:, [3, 4]] = target.detach()
+    assert (net.advantage(at_target) >= net.advantage(x)).all()
+    with pytest.raises(ValueError, match="distinct"):
+        ScoreWeightedLossNet(5, 0, (), action_columns=[1, 4], state_columns=[1, 2])
+    with pytest.raises(ValueError, match="both"):
+        ScoreWeightedLossNet(5, 0, (), action_columns=[3, 4])
+
+
 def test_twin_rollout_is_reproducible_and_shaped_like_the_env_rollout():
     twin = ModelFreeProblem(ENV_ID, GOALS, rollout_episodes=3, horizon=50, batch_size=10,
                             simulator="twin", normalize_inputs=False)
@@ -95,7 +111,7 @@ def test_population_members_are_scored_on_common_random_numbers():
     problem = ModelFreeProblem(ENV_ID, GOALS, rollout_episodes=2, batch_size=50,
                                features="joint_frame", simulator="twin", n_epochs=1)
     loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs, hidden_layer_sizes=(8,),
-                       bias=True, score_column=12, random_state=0)
+                       bias=True, structure={"score_column": 12}, random_state=0)
     center = parameters_to_vector(loss.parameters()).detach()
     other = center + 0.5 * torch.randn(center.shape, generator=torch.Generator().manual_seed(0))
     tasks = problem.sample_tasks(2, np.random.default_rng(0))
@@ -115,28 +131,49 @@ def test_population_members_are_scored_on_common_random_numbers():
                                      optimizer=optimizer, inner_steps=3)
 
 
-def test_population_update_is_the_gradient_step_on_the_learned_loss():
-    """One scored update equals a hand-written Adam step on the loss over the same rows."""
+def test_scored_runs_match_ml3s_update_rule_on_one_policy():
+    """A member's run equals training that policy alone with torch.optim (what ML3 does)."""
     problem = ModelFreeProblem(ENV_ID, GOALS[:1], rollout_episodes=1, batch_size=50,
-                               features="joint_frame", simulator="twin")
-    loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs, hidden_layer_sizes=(8,),
-                       bias=True, score_column=12, random_state=0)
-    params = problem.init_params(None, 7)
-    batch = problem.rollout(params, GOALS[0], np.random.default_rng(0))
-    obs, actions = batch["obs"][0], batch["actions"][0]
-    theta = {k: v.clone().requires_grad_() for k, v in params.items()}
-    opt = torch.optim.Adam(theta.values(), lr=1e-2)
-    value = loss(problem._features(theta, obs, actions)[0])
-    value.backward()
-    opt.step()
-    # the learned loss only moves the policy through log pi: d loss / d log pi = -(f - mean f)
-    log_prob = policy_log_prob(params, obs, actions)
-    x = loss_features(obs, actions, log_prob, 2, problem.input_shift, problem.input_scale,
-                      "joint_frame")
-    per_row = loss.network_(x)
-    assert torch.isfinite(per_row).all() and float(value) == pytest.approx(
-        float(per_row.mean()), abs=1e-6)
-    assert any(not torch.equal(theta[k].detach(), params[k]) for k in params)
+                               features="joint_frame", simulator="twin", n_epochs=1)
+    loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs, hidden_layer_sizes=(),
+                       bias=True, random_state=0,
+                       structure={"score_column": 12, "action_columns": [19, 20],
+                                  "state_columns": [*range(10), 13, 14, 15, 16, 17, 18]})
+    tasks = problem.sample_tasks(1, np.random.default_rng(0))
+    center = parameters_to_vector(loss.parameters()).detach()
+    # two updates of one full-batch SGD step each, then the deterministic evaluation
+    problem.population_task_loss(loss, center[None], tasks, np.random.default_rng(3),
+                                 optimizer=differentiable_optimizer("sgd", 0.5), inner_steps=2)
+    scored = problem.population_curve[0]
+    # the same run by hand: same seeds as population_task_loss draws them
+    rng = np.random.default_rng(3)
+    theta = {k: v.clone().requires_grad_() for k, v in
+             problem.init_params(tasks[0], int(rng.integers(0, 2**31 - 1, size=1)[0])).items()}
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+    opt = torch.optim.SGD(theta.values(), lr=0.5)
+    sim = BatchedReacherGoal(tasks[0].goal[None])
+    curve = []
+    for k in range(3):
+        start = BatchedReacherGoal.initial_states(1, gen)
+        obs = sim.reset(state=start)
+        rows, acts = [], []
+        for _ in range(sim.horizon):
+            with torch.no_grad():
+                act = policy_mean(theta, obs)
+                if k < 2:
+                    act = act + theta["log_std"].exp() * torch.randn(1, 2, generator=gen)
+            rows.append(obs)
+            acts.append(act)
+            obs, _, distance = sim.step(act.numpy())
+        curve.append(float(distance[0]))
+        if k == 2:
+            break
+        randperm = torch.randperm(50, generator=gen)  # the run's mini-batch order (one batch)
+        obs_b, act_b = torch.cat(rows)[randperm], torch.cat(acts)[randperm]
+        opt.zero_grad()
+        loss(problem._features(theta, obs_b, act_b)[0]).backward()
+        opt.step()
+    np.testing.assert_allclose(scored.numpy(), curve, rtol=1e-4, atol=1e-6)
 
 
 def test_es_default_meta_training_records_the_structure_and_trains_ml3(tmp_path):
@@ -144,13 +181,15 @@ def test_es_default_meta_training_records_the_structure_and_trains_ml3(tmp_path)
                                   **TINY_ES)
     info = loss.meta_info_
     assert info["meta_gradient"] == "es" and info["problem"]["simulator"] == "twin"
-    assert info["policy"]["loss_structure"] == "advantage"
+    assert info["policy"]["loss_structure"] == "quadratic"
     assert info["policy"]["features"] == "joint_frame"
-    assert loss.score_column == 12 and len(info["rollout_stats"]) == 2
+    assert loss.structure == {"score_column": 12, "action_columns": [19, 20],
+                              "state_columns": [*range(10), 13, 14, 15, 16, 17, 18]}
+    assert len(info["rollout_stats"]) == 2
     path = tmp_path / "reacher.ml3"
     loss.save(path)
     loaded = LearnedLoss.load(path)
-    assert loaded.score_column == 12
+    assert loaded.structure == loss.structure
     x = torch.randn(7, loss.n_inputs)
     torch.testing.assert_close(loaded(x), loss(x))
     env = gym.make(ENV_ID, goal=[-0.1, 0.1])
@@ -163,4 +202,4 @@ def test_es_default_meta_training_records_the_structure_and_trains_ml3(tmp_path)
     model.save(tmp_path / "agent.zip")
     again = ML3.load(tmp_path / "agent.zip", env=env)
     np.testing.assert_array_equal(again.predict(obs, deterministic=True)[0], action)
-    assert again.learned_loss.score_column == 12
+    assert again.learned_loss.structure == loss.structure
