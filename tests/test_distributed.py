@@ -64,8 +64,22 @@ def model_free_reacher(tmp_dir):
         rollouts_per_policy=2, loss_hidden_layer_sizes=(16,), random_state=0, verbose=0)
 
 
+def model_based_pointmass(tmp_dir):
+    # the ranks' real rollouts become everyone's model data before each refit
+    from rl.dynamics import DynamicsEnsemble
+    from rl.meta.model_based import meta_train_model_based_loss
+
+    return meta_train_model_based_loss(
+        "ml3/PointmassGoal-v0", [[1.0, 0.0], [0.5, 0.8], [0.8, -0.5]], n_meta_iter=4,
+        inner_steps=2, tasks_per_iter=2, policy_hidden=(8,), loss_hidden=(8,),
+        dynamics=DynamicsEnsemble(4, 2, n_members=2, hidden_layer_sizes=(16,), random_state=0),
+        n_random_episodes=2, initial_epochs=2, refit_every=2, refit_epochs=1, random_state=0,
+        verbose=0)
+
+
 SCENARIOS = {f.__name__: f for f in (vmap_meta_fit, loop_meta_fit_uneven_split,
-                                     meta_train_resumed, model_free_reacher)}
+                                     meta_train_resumed, model_free_reacher,
+                                     model_based_pointmass)}
 
 
 def _forbidden_write(*args, **kwargs):
@@ -127,7 +141,8 @@ def test_two_processes_equal_one(two_rank_results, name):
                 [s["return"] for s in result["rollout_stats"]],
                 [s["return"] for s in single.meta_info_["rollout_stats"]], rtol=1e-5)
     # the weights moved, so equality is not that of two untouched networks
-    untouched = LearnedLoss(**single.get_config(), random_state=0).network_.state_dict()
+    untouched = LearnedLoss(**single.get_config(),
+                            random_state=single.random_state).network_.state_dict()
     assert any(not torch.allclose(reference[k], untouched[k]) for k in reference)
 
 

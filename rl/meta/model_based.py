@@ -45,7 +45,7 @@ from rl.dynamics import DynamicsEnsemble
 from rl.meta._arm import REACHER_LINKS, in_frame, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
-from sklearn_ml3.meta import meta_train, torch_optimizer
+from sklearn_ml3.meta import distributed, meta_train, torch_optimizer
 
 Params = dict[str, torch.Tensor]
 
@@ -326,6 +326,8 @@ class ModelBasedProblem:
     task loss is the final distance to the goal of a rollout of the updated
     policy through ``dynamics``. Every real rollout is stored as model data;
     :meth:`refit` adds exploratory rollouts and refits the model.
+    Under ``torch.distributed``, :meth:`share_rollouts` gives every rank the
+    rollouts of all ranks' tasks, so that their models stay identical.
 
     Parameters
     ----------
@@ -382,6 +384,7 @@ class ModelBasedProblem:
         self.rollouts = _Rollouts(self.spec, self.policy)
         self._data: list[tuple[np.ndarray, np.ndarray]] = []  # (states, actions) per rollout
         self._recent: dict[tuple[float, ...], tuple[np.ndarray, Params]] = {}
+        self._unshared: list[tuple[np.ndarray, np.ndarray, np.ndarray, Params]] = []
 
     # ------------------------------------------------------------ model data
     def record(self, states: np.ndarray, actions: np.ndarray) -> None:
@@ -437,16 +440,37 @@ class ModelBasedProblem:
     def loss_inputs(self, params: Params, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
         goal = task.numpy().astype(np.float64)
         states, actions, _ = self.rollouts.real(params, goal)
-        self.record(states, actions)
-        self._recent[tuple(goal)] = (goal, {k: v.detach() for k, v in params.items()})
+        rollout = (states, actions, goal, {k: v.detach() for k, v in params.items()})
+        if distributed.is_distributed():
+            self._unshared.append(rollout)  # recorded in task order by share_rollouts
+        else:
+            self._remember(*rollout)
         states_t = torch.as_tensor(states[:-1], dtype=torch.float32)
         # the same actions as in the rollout, now differentiable w.r.t. params
         actions_t = self.rollouts.act(params, states_t, task)
         return loss_features(self.spec, states_t, actions_t, task, self.features)
 
+    def _remember(self, states, actions, goal, params) -> None:
+        self.record(states, actions)
+        self._recent[tuple(goal)] = (goal, params)
+
+    def share_rollouts(self) -> None:
+        """Record the rollouts of every rank's tasks since the last call, in task order.
+
+        Call it on all ranks after every meta-iteration; a no-op without a
+        process group (rollouts are then recorded as they happen).
+        """
+        for rollout in distributed.gather_lists(self._unshared):
+            self._remember(*rollout)
+        self._unshared = []
+
     def task_loss(self, params: Params, task: torch.Tensor) -> torch.Tensor:
         member = None
         if self.model_member == "random":
+            if distributed.is_distributed():
+                raise ValueError("model_member='random' draws members per rank, which differs "
+                                 "between processes; use model_member='mean' under "
+                                 "torch.distributed")
             member = int(self.rng.integers(self.dynamics.n_members))
         return self.rollouts.model(params, task, self.dynamics, member)
 
@@ -572,6 +596,7 @@ def meta_train_model_based_loss(
                        learned_lr=learned_lr, random_state=int(rng.integers(2**31 - 1)))
 
     def refit(iteration: int, _value: float) -> None:
+        problem.share_rollouts()
         if refit_every and (iteration + 1) % refit_every == 0 and iteration + 1 < n_meta_iter:
             problem.refit(n_epochs=refit_epochs)
 
