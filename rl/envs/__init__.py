@@ -2,14 +2,14 @@
 
 Importing this module registers the environments with gymnasium:
 
-=========================  ===============================  ====================
-id                         class                            horizon
-=========================  ===============================  ====================
-``ml3/PointmassGoal-v0``   :class:`PointmassGoalEnv`        30 (env truncates)
-``ml3/MountainCarGoal-v0`` :class:`MountainCarGoalEnv`      200 (env truncates)
-``ml3/ReacherGoal-v0``     :class:`ReacherGoalEnv`          50 (TimeLimit)
-``ml3/AntGoal-v0``         :class:`AntGoalEnv`              200 (TimeLimit)
-=========================  ===============================  ====================
+============================  =============================  ===================
+id                            class                          horizon
+============================  =============================  ===================
+``ml3/PointmassGoal-v0``      :class:`PointmassGoalEnv`      30 (env truncates)
+``ml3/MountainCarGoal-v0``    :class:`MountainCarGoalEnv`    200 (env truncates)
+``ml3/ReacherGoal-v0``        :class:`ReacherGoalEnv`        50 (TimeLimit)
+``ml3/AntGoal-v0``            :class:`AntGoalEnv`            200 (TimeLimit)
+============================  =============================  ===================
 
 Every env takes ``goal=``, has ``set_task(goal)`` and the classmethod
 ``sample_tasks(n, rng, region)``, and puts the goal last in the observation.
