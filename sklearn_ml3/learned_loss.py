@@ -302,6 +302,12 @@ class LearnedLoss:
         Returns
         -------
         self : LearnedLoss
+
+        Notes
+        -----
+        Under an initialised ``torch.distributed`` process group the tasks of
+        each meta-iteration are split over the ranks, with the result of a
+        single process (see :func:`~sklearn_ml3.meta.meta_train`).
         """
         from .meta import meta_train
         from .tasks import make_problem

@@ -265,8 +265,13 @@ def meta_train(
     share = len(mine) / tasks_per_iter
     history: list[float] = []
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
+    if checkpoint is not None:
+        if Path(checkpoint).exists():
+            start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
+        starts = distributed.gather_lists([start])
+        if len(set(starts)) > 1:
+            raise ValueError(f"the processes would resume {checkpoint} at different iterations "
+                             f"{starts}: put the checkpoint where every process can read it")
 
     def new_episode() -> _Episode:
         # every rank draws all tasks and seeds, so that the rng stays in step
