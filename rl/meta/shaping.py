@@ -562,7 +562,7 @@ def evaluate_in_env(problem: _TwinGoalProblem, params: Params, goal, *, seed: in
     if isinstance(problem, MountainCarShapingProblem):
         from rl.envs.mountain_car import VALLEY_BOTTOM
 
-        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), horizon=n_steps,
+        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), max_episode_steps=n_steps,
                        init_low=VALLEY_BOTTOM, init_high=VALLEY_BOTTOM)
 
         def obs_to_features(obs):
