@@ -114,6 +114,27 @@ def test_dict_observation_holds_the_flat_one_and_the_achieved_goal(env_id):
     assert batch[1] == max(batch)  # reaching the goal is the best reward
 
 
+def test_sac_with_her_replay_buffer_trains_on_the_dict_env():
+    from stable_baselines3 import SAC, HerReplayBuffer
+
+    from rl.wrappers import ResampleGoalWrapper
+
+    env = ResampleGoalWrapper(gym.make("ml3/PointmassGoal-v0", goal_observation="dict"), seed=0)
+    model = SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
+                replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+                learning_starts=60, batch_size=64, policy_kwargs={"net_arch": [16]}, seed=0)
+    before = {k: v.clone() for k, v in model.actor.state_dict().items()}
+    model.learn(120)
+    assert any(not torch.equal(before[k], v) for k, v in model.actor.state_dict().items())
+    batch = model.replay_buffer.sample(256)
+    desired = batch.observations["desired_goal"].numpy()
+    achieved = batch.next_observations["achieved_goal"].numpy()
+    expected = env.unwrapped.compute_reward(achieved, desired, [{}] * 256)
+    np.testing.assert_allclose(batch.rewards.numpy().ravel(), expected, rtol=1e-6)
+    # 4 episodes had 4 goals; HER relabels most samples with positions reached later
+    assert len({tuple(g) for g in desired}) > 20
+
+
 def test_bad_goal_observation_is_rejected():
     with pytest.raises(ValueError, match="goal_observation must be one of"):
         PointmassGoalEnv(goal_observation="tuple")
