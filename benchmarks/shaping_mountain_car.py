@@ -99,7 +99,7 @@ def replay_in_env(goal: float, actions: np.ndarray) -> dict:
 
     from rl.envs.mountain_car import VALLEY_BOTTOM
 
-    env = gym.make("ml3/MountainCarGoal-v0", goal=goal, horizon=len(actions),
+    env = gym.make("ml3/MountainCarGoal-v0", goal=goal, max_episode_steps=len(actions),
                    init_low=VALLEY_BOTTOM, init_high=VALLEY_BOTTOM)
     env.reset(seed=0)
     info = {}

@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from rl.dynamics import DynamicsEnsemble
-from rl.meta._arm import REACHER_LINKS, in_frame, joint_frame
+from rl.envs import env_class
+from rl.meta._arm import in_frame, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
 from sklearn_ml3.meta import distributed, meta_train, torch_optimizer
@@ -53,7 +54,7 @@ Params = dict[str, torch.Tensor]
 # ------------------------------------------------------------ environments
 @dataclass(frozen=True)
 class GoalEnvSpec:
-    """How model-based ML3 reads one goal environment.
+    """How model-based ML3 reads one goal environment (from the env class's facts).
 
     Attributes
     ----------
@@ -88,11 +89,7 @@ class GoalEnvSpec:
 
     def state_from_obs(self, obs: np.ndarray) -> np.ndarray:
         """The goal-free physical state in an observation."""
-        obs = np.asarray(obs, dtype=np.float64)
-        if self.env_id == "ml3/ReacherGoal-v0":
-            # cos q, sin q, qd, and the fingertip (obs stores fingertip - goal, then goal)
-            return np.concatenate([obs[:6], obs[6:8] + obs[8:10]])
-        return obs[: self.state_dim]
+        return env_class(self.env_id).state_from_obs(np.asarray(obs, dtype=np.float64))
 
     def make(self) -> gym.Env:
         return gym.make(self.env_id, **self.make_kwargs)
@@ -101,11 +98,17 @@ class GoalEnvSpec:
         return self.make().unwrapped.sample_tasks(n, rng, region)
 
 
+def _goal_env_spec(env_id: str, make_kwargs: dict) -> GoalEnvSpec:
+    cls = env_class(env_id)
+    return GoalEnvSpec(env_id, cls.state_dim, cls.action_dim, cls.goal_dim,
+                       cls.achieved_goal_index, cls.achieved_goal_velocity_index,
+                       gym.spec(env_id).max_episode_steps, make_kwargs,
+                       getattr(cls, "link_lengths", None))
+
+
 ENV_SPECS = {
-    "ml3/PointmassGoal-v0": GoalEnvSpec(
-        "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), (2, 3), 30, {"init_noise": 0.0}),
-    "ml3/ReacherGoal-v0": GoalEnvSpec(
-        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}, REACHER_LINKS),
+    "ml3/PointmassGoal-v0": _goal_env_spec("ml3/PointmassGoal-v0", {"init_noise": 0.0}),
+    "ml3/ReacherGoal-v0": _goal_env_spec("ml3/ReacherGoal-v0", {}),
 }
 #: Seed of every reset: the start state is the same in every rollout, and the
 #: model's rollouts start from it too.
@@ -357,11 +360,7 @@ class ModelBasedProblem:
                  random_state=None) -> None:
         self.spec = env_spec(env_id)
         self.features = _check_feature_set(self.spec, features)
-        goals = np.asarray(goals, dtype=np.float64)
-        if goals.ndim != 2 or goals.shape[1] != self.spec.goal_dim or len(goals) == 0:
-            raise ValueError(
-                f"goals must have shape (n_goals, {self.spec.goal_dim}), got {goals.shape}"
-            )
+        goals = env_class(env_id).validate_goals(goals)
         if model_member not in ("mean", "random"):
             raise ValueError(f"model_member must be 'mean' or 'random', got {model_member!r}")
         if (dynamics.state_dim, dynamics.action_dim) != (self.spec.state_dim,
@@ -371,9 +370,6 @@ class ModelBasedProblem:
                 f"action_dim {self.spec.action_dim}, got {dynamics.state_dim} and "
                 f"{dynamics.action_dim}"
             )
-        env = self.spec.make().unwrapped
-        for goal in goals:
-            env.validate_goal(goal)
         self.goals = goals
         self.dynamics = dynamics
         self.policy_hidden = tuple(int(h) for h in policy_hidden)
@@ -615,14 +611,8 @@ def meta_train_model_based_loss(
 # ---------------------------------------------------------------- meta-test
 def _as_goals(spec: GoalEnvSpec, goal) -> tuple[np.ndarray, bool]:
     """Validated goals as ``(n_goals, goal_dim)`` and whether a single goal was given."""
-    goals = np.asarray(goal, dtype=np.float64)
-    single = goals.ndim == 1
-    goals = np.atleast_2d(goals)
-    if goals.ndim != 2 or len(goals) == 0:
-        raise ValueError(f"goal must have shape ({spec.goal_dim},) or (n_goals, "
-                         f"{spec.goal_dim}), got {np.shape(goal)}")
-    env = spec.make().unwrapped
-    return np.stack([env.validate_goal(g) for g in goals]), single
+    single = np.ndim(goal) == 1
+    return env_class(spec.env_id).validate_goals(np.atleast_2d(goal) if single else goal), single
 
 
 def _stacked_policies(spec: GoalEnvSpec, hidden: Sequence[int], n: int,

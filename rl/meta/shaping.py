@@ -96,15 +96,8 @@ class _TwinGoalProblem:
     n_features: int
     horizon: int
 
-    def __init__(self, goals, goal_dim: int, policy_hidden: Sequence[int] | None) -> None:
-        goals = np.asarray(goals, dtype=np.float64)
-        if goals.ndim == 1 and goal_dim == 1:
-            goals = goals[:, None]
-        if goals.ndim != 2 or goals.shape[1] != goal_dim or len(goals) == 0:
-            raise ValueError(f"goals must have shape (n_goals, {goal_dim}), got {goals.shape}")
-        if not np.all(np.isfinite(goals)):
-            raise ValueError("goals must be finite")
-        self.goals = goals
+    def __init__(self, goals, env_class: type, policy_hidden: Sequence[int] | None) -> None:
+        self.goals = env_class.validate_goals(goals)
         if policy_hidden is None:
             self.policy_hidden = None
         else:
@@ -253,14 +246,12 @@ class MountainCarShapingProblem(_TwinGoalProblem):
             raise ValueError(f"loss_features must be 'relative' or 'absolute', got "
                              f"{loss_features!r}")
         self.loss_features = loss_features
-        from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION
+        from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION, MountainCarGoalEnv
 
         if int(horizon) < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
         self.horizon = int(horizon)
-        super().__init__(goals, 1, policy_hidden)
-        if np.any(self.goals < MIN_POSITION) or np.any(self.goals > MAX_POSITION):
-            raise ValueError(f"goal positions must lie in [{MIN_POSITION}, {MAX_POSITION}]")
+        super().__init__(goals, MountainCarGoalEnv, policy_hidden)
         if not MIN_POSITION <= float(intermediate) <= MAX_POSITION:
             raise ValueError(f"intermediate must lie in [{MIN_POSITION}, {MAX_POSITION}], "
                              f"got {intermediate}")
@@ -373,7 +364,8 @@ class ReacherExpertProblem(_TwinGoalProblem):
         Meta-training targets (within reach).
     shaped : bool, default=True
     beta, gamma : float, default=0.0, 1.0
-    horizon : int, default=50
+    horizon : int, optional
+        Steps per rollout; default: ``ReacherGoalEnv.max_episode_steps`` (50).
     expert_iter : int, default=30
         iLQR iterations per expert plan.
     policy_hidden : sequence of int, default=(32, 32)
@@ -383,16 +375,15 @@ class ReacherExpertProblem(_TwinGoalProblem):
     n_features = 10
 
     def __init__(self, goals, *, shaped: bool = True, beta: float = 0.0, gamma: float = 1.0,
-                 horizon: int = 50, expert_iter: int = 30,
+                 horizon: int | None = None, expert_iter: int = 30,
                  policy_hidden: Sequence[int] = (32, 32)) -> None:
-        from rl.envs.reacher import REACHER_REACH
+        from rl.envs.reacher import ReacherGoalEnv
 
+        horizon = ReacherGoalEnv.max_episode_steps if horizon is None else horizon
         if int(horizon) < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
         self.horizon = int(horizon)
-        super().__init__(goals, 2, policy_hidden)
-        if np.any(np.linalg.norm(self.goals, axis=1) > REACHER_REACH):
-            raise ValueError(f"targets must be within reach (norm <= {REACHER_REACH})")
+        super().__init__(goals, ReacherGoalEnv, policy_hidden)
         self.shaped = bool(shaped)
         self.beta, self.gamma = _check_weights(self.shaped, beta, gamma)
         self.expert_iter = int(expert_iter)
@@ -562,7 +553,7 @@ def evaluate_in_env(problem: _TwinGoalProblem, params: Params, goal, *, seed: in
     if isinstance(problem, MountainCarShapingProblem):
         from rl.envs.mountain_car import VALLEY_BOTTOM
 
-        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), horizon=n_steps,
+        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), max_episode_steps=n_steps,
                        init_low=VALLEY_BOTTOM, init_high=VALLEY_BOTTOM)
 
         def obs_to_features(obs):

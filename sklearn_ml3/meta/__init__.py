@@ -1,4 +1,4 @@
-"""The meta-training engine (torch only; never imports the estimators)."""
+"""The meta-training engine (torch, torchopt, numpy; never scikit-learn or the estimators)."""
 
 from .engine import MetaProblem, MetaTrainingDiverged, meta_train, update_and_task_loss
 from .optim import SOLVERS, differentiable_optimizer, torch_optimizer, torch_optimizer_spec
