@@ -98,3 +98,13 @@ def test_target_scaler_applies_the_meta_training_scaling():
     np.testing.assert_allclose(float(scaler.shift[0]), shift[0], rtol=1e-6)
     with pytest.raises(ValueError, match="regression"):
         LearnedLoss("classification").target_scaler(y)
+
+
+def test_torch_loop_example_in_the_docs_runs():
+    import doctest
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "learned_loss.md"
+    result = doctest.testfile(str(page), module_relative=False,
+                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
