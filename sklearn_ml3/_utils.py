@@ -47,6 +47,33 @@ def build_seeded(factory: Callable[[], torch.nn.Module], seed: int | None) -> to
         return factory()
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine can train on, e.g. ``["cpu", "cuda:0"]``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device``, or a ValueError that lists the available ones."""
+    available = available_devices()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={device!r} is not a torch device; available here: "
+                         f"{', '.join(available)}") from None
+    if parsed.type == "cpu":
+        return parsed
+    usable = {d for d in available if d != "cpu"} | {d.split(":")[0] for d in available}
+    if str(parsed) not in usable:
+        raise ValueError(f"device={device!r} is not available on this machine (torch "
+                         f"{torch.__version__}); available here: {', '.join(available)}")
+    return parsed
+
+
 def versions() -> dict[str, str]:
     """Versions recorded in artifacts and benchmark results."""
     from . import __version__

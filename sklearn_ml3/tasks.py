@@ -194,6 +194,7 @@ class SupervisedProblem:
         self.n_classes = n_classes
         self._modules: dict[tuple[int, int], torch.nn.Module] = {}
         self._batch_gen = torch.Generator()
+        self._inner_batch_sizes: list[int] = []  # samples per inner step, for describe()
 
     @property
     def vectorizable(self) -> bool:
@@ -212,6 +213,8 @@ class SupervisedProblem:
         else:
             idx = rng.choice(len(self.tasks), size=n, replace=n > len(self.tasks))
             tasks = [self.tasks[i] for i in idx]
+        self._inner_batch_sizes += [min(self.batch_size or len(t.X_train), len(t.X_train))
+                                    for t in tasks]
         return [self._prepare(t) for t in tasks]
 
     def _prepare(self, task: Task) -> Task:
@@ -280,6 +283,9 @@ class SupervisedProblem:
             "tasks": repr(self.sampler) if self.sampler is not None else f"{len(self.tasks)} tasks",
             "target_scaling": self.target_scaling,
             "batch_size": self.batch_size,
+            # what estimators compare their batch size with (full-batch: the task size)
+            "inner_batch_size": (int(np.median(self._inner_batch_sizes))
+                                 if self._inner_batch_sizes else None),
             "n_classes": self.n_classes,
             "shaped": self.extra_loss is not None or self.task_loss_fn is not None,
         }

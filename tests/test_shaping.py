@@ -61,6 +61,7 @@ def test_shaped_meta_gradient_step_lowers_the_frequency_error():
             total = total + problem.task_loss({"omega": params["omega"] - grad}, task)
         return total / len(tasks)
 
+    loss.requires_grad_(True)  # a hand-written meta-gradient, outside meta_train
     before = task_loss_after_one_step()
     phi = list(loss.parameters())
     grads = torch.autograd.grad(before, phi, allow_unused=True)

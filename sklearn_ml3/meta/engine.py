@@ -289,6 +289,7 @@ def meta_train(
     last_good = None
     phase = 0  # inner steps taken by the current optimizees
     last_saved = start
+    loss._set_meta_training(True)  # phi is frozen outside meta-training
     bar = tqdm(total=n_meta_iter, initial=start,
                disable=not verbose or not distributed.is_main_process(), desc="meta-train",
                leave=verbose > 1, dynamic_ncols=True)
@@ -333,6 +334,7 @@ def meta_train(
             if callback is not None:
                 callback(iteration, value)
     finally:
+        loss._set_meta_training(False)
         bar.close()
         _record(loss, problem, options, history, t_wall, t_cpu, vectorize)
     if checkpoint is not None:

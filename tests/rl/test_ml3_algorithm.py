@@ -125,7 +125,8 @@ def test_callers_loss_is_left_untouched(learned_loss):
     for (k, v), w in zip(learned_loss.network_.state_dict().items(),
                          reference.network_.state_dict().values(), strict=True):
         assert th.equal(v, w), k
-    assert all(p.requires_grad for p in learned_loss.parameters())
+    assert [p.requires_grad for p in learned_loss.parameters()] == [
+        p.requires_grad for p in reference.parameters()]
 
 
 def test_save_load(learned_loss, tmp_path):
