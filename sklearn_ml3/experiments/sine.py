@@ -1,8 +1,8 @@
 """The sine-regression protocol (paper IV-A.1): meta-train, evaluate, report.
 
 Shared by ``ml3 demo`` (one seed) and ``benchmarks/sine_regression.py``
-(five seeds). Evaluation uses a plain torch training loop with the learned
-loss, exactly as a user would write one.
+(five seeds). Evaluation trains fresh MLPs through the one meta-test loop,
+:func:`sklearn_ml3.meta.meta_test`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._utils import build_seeded, versions
+from .._utils import versions
 from ..learned_loss import LearnedLoss
+from ..meta import meta_test
+from ..meta.baselines import mse_loss
 from ..networks import make_mlp
-from ..tasks import SineTasks, Task
+from ..tasks import SineTasks, SupervisedProblem, Task
 
 HIDDEN = (100, 10)
 LR = 1e-3
@@ -66,9 +68,30 @@ def sample_test_tasks(seed: int, n_tasks: int = 10, n_test_points: int = 1000) -
     return [sampler.sample(rng) for _ in range(n_tasks)]
 
 
-def training_curve(loss: LearnedLoss | str, task: Task, lr: float, n_steps: int = 100,
-                   seed: int = 0, standardize: bool | None = None) -> np.ndarray:
-    """Test MSE after 0..n_steps full-batch SGD steps of a fresh MLP on ``task``.
+#: The optimizee of the protocol as a problem for the meta-test loop. Its tasks
+#: are prepared by :func:`_training_task`; the sampler only names the family.
+OPTIMIZEE = SupervisedProblem(SineTasks.meta_test(),
+                              lambda n_in, n_out: make_mlp(n_in, HIDDEN, n_out))
+
+
+def _training_task(task: Task, standardize: bool) -> Task:
+    """``task`` with training targets standardised (or not) and the scaling kept, for the
+    metric only, in ``extra``; test targets stay in their own units."""
+    shift, scale = (task.y_train.mean(), task.y_train.std()) if standardize else \
+        (torch.tensor(0.0), torch.tensor(1.0))
+    return Task(task.X_train, (task.y_train - shift) / scale, task.X_val, task.y_val,
+                {"shift": shift, "scale": scale})
+
+
+def heldout_mse(params, task: Task) -> torch.Tensor:
+    """MSE on the task's test points, predictions mapped back to the targets' units."""
+    pred = OPTIMIZEE.predict(params, task, task.X_val) * task.extra["scale"] + task.extra["shift"]
+    return ((pred - task.y_val) ** 2).mean()
+
+
+def heldout_curves(loss: LearnedLoss | str, tasks: list[Task], lr: float, n_steps: int = 100,
+                seed: int = 0, standardize: bool | None = None) -> np.ndarray:
+    """Test MSE after 0..n_steps full-batch SGD steps of a fresh MLP on each task.
 
     Parameters
     ----------
@@ -77,34 +100,25 @@ def training_curve(loss: LearnedLoss | str, task: Task, lr: float, n_steps: int 
         Train on standardised targets (predictions are unscaled for the
         metric). Defaults to what the learned loss was meta-trained with, and
         to False for "squared_error".
+
+    Returns
+    -------
+    ndarray of shape (n_tasks, n_steps + 1)
+        Task ``i`` starts from the MLP initialisation seeded ``seed * 100 + i``.
     """
     if standardize is None:
         standardize = isinstance(loss, LearnedLoss) and \
             loss.meta_info_.get("problem", {}).get("target_scaling") == "standard"
-    shift, scale = (task.y_train.mean(), task.y_train.std()) if standardize else (0.0, 1.0)
-    module = build_seeded(lambda: make_mlp(1, HIDDEN, 1), seed)
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
-    y_train = (task.y_train - shift) / scale
-    curve = np.empty(n_steps + 1)
-    for step in range(n_steps + 1):
-        with torch.no_grad():
-            pred = module(task.X_val).squeeze(-1) * scale + shift
-            curve[step] = float(((pred - task.y_val) ** 2).mean())
-        if step == n_steps:
-            break
-        out = module(task.X_train).squeeze(-1)
-        value = ((out - y_train) ** 2).mean() if isinstance(loss, str) else loss(out, y_train)
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
-    return curve
+    result = meta_test(OPTIMIZEE, mse_loss if isinstance(loss, str) else loss,
+                       [_training_task(t, standardize) for t in tasks], n_updates=n_steps,
+                       metric=heldout_mse, init_seeds=[[seed * 100 + i for i in range(len(tasks))]],
+                       lr=lr, optimizer="sgd")
+    return result.curves[0]
 
 
 def mean_test_curve(loss, tasks, lr, n_steps, seed, standardize=None) -> np.ndarray:
-    """:func:`training_curve` averaged over ``tasks``; ``inf`` where training diverged."""
-    curves = [training_curve(loss, t, lr, n_steps, seed=seed * 100 + i, standardize=standardize)
-              for i, t in enumerate(tasks)]
-    curve = np.mean(curves, axis=0)
+    """:func:`heldout_curves` averaged over ``tasks``; ``inf`` where training diverged."""
+    curve = heldout_curves(loss, tasks, lr, n_steps, seed, standardize).mean(axis=0)
     return np.where(np.isfinite(curve), curve, np.inf)
 
 
