@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sklearn_ml3 import LearnedLoss, meta_train
-from sklearn_ml3.experiments.sine import heldout_curves, sample_test_tasks
+from sklearn_ml3 import LearnedLoss, SineTasks, meta_train
+from sklearn_ml3.experiments.sine import heldout_curves
 from sklearn_ml3.meta import MetaTrainOnly, TaskObjective, meta_test, step_size_diagnostic, tune_lr
 from sklearn_ml3.meta.baselines import mse_loss
 from sklearn_ml3.shaping import SineFrequencyTasks, sine_frequency_problem
@@ -33,7 +33,10 @@ def test_reproduces_the_sine_experiment_loop():
     """The old loop ran one task from init seed 3, with and without target scaling."""
     from sklearn_ml3.experiments.sine import OPTIMIZEE, _training_task, heldout_mse
 
-    task = sample_test_tasks(0, 2)[1]
+    sampler = SineTasks(amplitude=(0.2, 5.0), phase=(-np.pi, np.pi), x_range=(-5.0, 5.0),
+                        n_points=100, n_val_points=1000)
+    rng = np.random.default_rng([0, 2024])  # the old loop's task draw
+    task = [sampler.sample(rng) for _ in range(2)][1]
     learned = LearnedLoss(kind="regression", hidden_layer_sizes=(8, 8), output="softplus",
                           random_state=0)
     for loss, standardize, old in ((mse_loss, False, "sine_mse"),
@@ -41,8 +44,8 @@ def test_reproduces_the_sine_experiment_loop():
         result = meta_test(OPTIMIZEE, loss, [_training_task(task, standardize)], n_updates=20,
                            metric=heldout_mse, init_seeds=[[3]], lr=1e-2, optimizer="sgd")
         np.testing.assert_allclose(result.curves[0, 0], OLD[old], rtol=1e-6)
-    # heldout_curves seeds task i of seed s with s * 100 + i
-    np.testing.assert_array_equal(heldout_curves("squared_error", [task, task], 1e-2, 3, seed=0),
+    np.testing.assert_array_equal(heldout_curves("squared_error", [task, task], 1e-2, 3,
+                                                 init_seeds=[0, 1]),
                                   meta_test(OPTIMIZEE, mse_loss, [_training_task(task, False)] * 2,
                                             n_updates=3, metric=heldout_mse,
                                             init_seeds=[[0, 1]], lr=1e-2,
