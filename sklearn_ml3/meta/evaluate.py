@@ -184,9 +184,13 @@ def _train_one(problem, loss, task, seed: int, init, optimizer: str, lr: float,
             return np.asarray(torch.as_tensor(metric(params, task)).detach(), dtype=np.float64)
 
     curve = [measure()]
+    tensors = list(params.values())
     for step in range(1, int(n_updates) + 1):
-        opt.zero_grad(set_to_none=True)
-        _training_value(problem, loss, params, hidden).backward()
+        # gradients w.r.t. the optimizee only: the loss's own parameters stay untouched
+        grads = torch.autograd.grad(_training_value(problem, loss, params, hidden), tensors,
+                                    allow_unused=True)
+        for p, g in zip(tensors, grads, strict=True):
+            p.grad = g
         opt.step()
         if step in evaluate_at:
             curve.append(measure())
