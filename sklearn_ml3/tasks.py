@@ -215,9 +215,12 @@ class SupervisedProblem:
             tasks = [self.tasks[i] for i in idx]
         self._inner_batch_sizes += [min(self.batch_size or len(t.X_train), len(t.X_train))
                                     for t in tasks]
-        return [self._prepare(t) for t in tasks]
+        return [self.prepare(t) for t in tasks]
 
-    def _prepare(self, task: Task) -> Task:
+    def prepare(self, task) -> Task:
+        """``task`` (a Task or array tuple) as the optimizee trains on it: one-hot class
+        targets, or targets standardised with ``target_scaling="standard"``."""
+        task = as_task(task, self.kind)
         if self.kind == "classification":
             onehot = [F.one_hot(y, self.n_classes).float() for y in (task.y_train, task.y_val)]
             return task._replace(y_train=onehot[0], y_val=onehot[1])
@@ -248,11 +251,20 @@ class SupervisedProblem:
             out = out.squeeze(-1)
         return out
 
-    def loss_inputs(self, params, task):
+    def seed_batches(self, seed: int) -> None:
+        """Re-seed mini-batch sampling (the meta-test loop does so before every run)."""
+        self._batch_gen.manual_seed(int(seed))
+
+    def minibatch(self, task) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next inner-step batch ``(X, y)`` of ``task`` (all of it without ``batch_size``)."""
         X, y = task.X_train, task.y_train
         if self.batch_size is not None and self.batch_size < len(X):
             idx = torch.randperm(len(X), generator=self._batch_gen)[: self.batch_size]
             X, y = X[idx], y[idx]
+        return X, y
+
+    def loss_inputs(self, params, task):
+        X, y = self.minibatch(task)
         out = self.predict(params, task, X)
         if self.kind == "classification":
             return torch.softmax(out, dim=-1), y

@@ -46,7 +46,7 @@ from rl.envs import env_class
 from rl.meta._arm import in_frame, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
-from sklearn_ml3.meta import distributed, meta_train, torch_optimizer
+from sklearn_ml3.meta import TaskObjective, distributed, meta_test, meta_train
 
 Params = dict[str, torch.Tensor]
 
@@ -629,67 +629,68 @@ def _unstack(params: Params, i: int) -> Params:
     return {k: v[i].detach() for k, v in params.items()}
 
 
-def _train_policies(spec, goals, single, n_updates, lr, hidden, random_state, eval_every,
-                    objective):
-    """SGD on ``objective(params, rollouts, goals_t, real_states)`` for one policy per goal.
+class _PolicyBatch:
+    """One policy per goal, trained together as stacked parameters (a meta-test problem).
 
-    ``real_states`` is the list of real-environment trajectories of the
-    current policies when the objective needs them, else None. Returns the
-    final parameters and the real-environment final distances.
+    The task is the ``(n_goals, goal_dim)`` tensor of goals; :meth:`apply_loss`
+    sums the per-goal losses, so every policy follows its own gradient.
     """
-    if n_updates < 0 or eval_every < 1:
-        raise ValueError(f"n_updates must be >= 0 and eval_every >= 1, got {n_updates}, "
-                         f"{eval_every}")
-    rollouts = _Rollouts(spec, GoalPolicy(spec, hidden))
-    params = _stacked_policies(spec, hidden, len(goals), random_state)
-    goals_t = torch.as_tensor(goals, dtype=torch.float32)
-    optimizer = torch_optimizer("sgd", list(params.values()), lr)
-    distances, steps = [], []
-    for step in range(int(n_updates) + 1):
-        real = None
-        if objective.needs_real or step % eval_every == 0 or step == n_updates:
-            real = [rollouts.real(_unstack(params, i), g) for i, g in enumerate(goals)]
-        if step % eval_every == 0 or step == n_updates:
-            distances.append([r[2] for r in real])
-            steps.append(step)
-        if step == n_updates:
-            break
-        value = objective(params, rollouts, goals_t, real)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-    distances = np.asarray(distances).T  # (n_goals, n_evaluations)
-    params = {k: v.detach() for k, v in params.items()}
-    if single:
-        return _unstack(params, 0), distances[0], np.asarray(steps)
-    return params, distances, np.asarray(steps)
 
+    def __init__(self, spec: GoalEnvSpec, hidden: Sequence[int], goals: np.ndarray,
+                 features: str = "auto"):
+        self.spec, self.hidden, self.goals, self.features = spec, tuple(hidden), goals, features
+        self.rollouts = _Rollouts(spec, GoalPolicy(spec, hidden))
 
-class _LearnedLossObjective:
-    needs_real = True
+    def init_params(self, task, seed: int) -> Params:
+        return _stacked_policies(self.spec, self.hidden, len(self.goals), seed)
 
-    def __init__(self, loss: LearnedLoss, spec: GoalEnvSpec, features: str):
-        self.loss, self.spec, self.features = loss, spec, features
+    def real(self, params: Params) -> list:
+        return [self.rollouts.real(_unstack(params, i), g) for i, g in enumerate(self.goals)]
 
-    def __call__(self, params, rollouts, goals_t, real):
-        states = torch.as_tensor(np.stack([r[0][:-1] for r in real]), dtype=torch.float32)
+    def distances(self, params: Params, task) -> np.ndarray:
+        """Real-environment final distance of every goal's policy (the metric)."""
+        return np.asarray([r[2] for r in self.real(params)])
+
+    def apply_loss(self, loss: LearnedLoss, params: Params, goals_t: torch.Tensor
+                   ) -> torch.Tensor:
+        states = torch.as_tensor(np.stack([r[0][:-1] for r in self.real(params)]),
+                                 dtype=torch.float32)
 
         def one(p, s, g):
-            return self.loss(*loss_features(self.spec, s, rollouts.act(p, s, g), g,
-                                            self.features))
+            return loss(*loss_features(self.spec, s, self.rollouts.act(p, s, g), g, self.features))
 
         return torch.func.vmap(one)(params, states, goals_t).sum()
 
+    def through_model(self, dynamics: DynamicsEnsemble) -> TaskObjective:
+        """The baseline's objective: summed final distances through ``dynamics`` (frozen copy)."""
+        frozen = copy.deepcopy(dynamics).requires_grad_(False)
 
-class _ModelObjective:
-    needs_real = False
+        def model_distance(params, goals_t):
+            one = lambda p, g: self.rollouts.model(p, g, frozen)  # noqa: E731
+            return torch.func.vmap(one)(params, goals_t).sum()
 
-    def __init__(self, dynamics: DynamicsEnsemble):
-        self.dynamics = copy.deepcopy(dynamics).requires_grad_(False)
+        return TaskObjective(model_distance)
 
-    def __call__(self, params, rollouts, goals_t, real):
-        one = lambda p, g: rollouts.model(p, g, self.dynamics)  # noqa: E731
-        return torch.func.vmap(one)(params, goals_t).sum()
+
+def _meta_test_policies(spec, goals, single, n_updates, lr, hidden, random_state, eval_every,
+                        loss=None, dynamics=None, features="auto"):
+    """SGD with the learned ``loss`` (or through ``dynamics``) for one policy per goal.
+
+    Returns the final parameters and the real-environment final distances.
+    """
+    batch = _PolicyBatch(spec, hidden, goals, features)
+    objective = loss if loss is not None else batch.through_model(dynamics)
+    seed = seed_from(random_state)
+    if seed is None:
+        seed = seed_from(np.random.default_rng())
+    result = meta_test(batch, objective, [torch.as_tensor(goals, dtype=torch.float32)],
+                       n_updates=n_updates, metric=batch.distances, init_seeds=[[seed]],
+                       lr=lr, optimizer="sgd", eval_every=eval_every, keep_params=True)
+    distances = result.curves[0, 0].T  # (n_goals, n_evaluations)
+    params = result.params[0][0]
+    if single:
+        return _unstack(params, 0), distances[0]
+    return params, distances
 
 
 def train_policy_with_loss(
@@ -761,10 +762,8 @@ def train_policy_with_loss(
     if policy_hidden is None:
         policy_hidden = info["hidden_layer_sizes"] if info else (32, 32)
     goals, single = _as_goals(spec, goal)
-    params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
-                                           random_state, eval_every,
-                                           _LearnedLossObjective(loss, spec, features))
-    return params, distances
+    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
+                               eval_every, loss=loss, features=features)
 
 
 def train_policy_with_model(
@@ -788,9 +787,8 @@ def train_policy_with_model(
     """
     spec = env_spec(env_id)
     goals, single = _as_goals(spec, goal)
-    params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
-                                           random_state, eval_every, _ModelObjective(dynamics))
-    return params, distances
+    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
+                               eval_every, dynamics=dynamics)
 
 
 def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,

@@ -20,7 +20,7 @@ In both, the learned loss (``LearnedLoss(kind="features")``) reads one row
 per time step of the policy's own rollout: the state features, the action
 (differentiable w.r.t. the policy) and the goal. At meta-test,
 :func:`train_policy_with_loss` trains a fresh policy with the learned loss
-alone; it reads only ``task.goal``, never ``task.extra``.
+alone through :func:`sklearn_ml3.meta.meta_test`, which hides ``task.extra``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from sklearn_ml3._utils import build_seeded
-from sklearn_ml3.meta.optim import torch_optimizer
+from sklearn_ml3.meta import TaskObjective, meta_test
 
 Params = dict[str, torch.Tensor]
 
@@ -475,8 +475,7 @@ def train_policy_with_loss(problem: _TwinGoalProblem, loss, task: GoalTask, *,
     params : dict
         The trained policy's parameters.
     """
-    return _train(problem, lambda p: loss(*problem.loss_inputs(p, task)), task,
-                  n_updates, lr, solver, seed)
+    return _meta_test_one(problem, loss, task, n_updates, lr, solver, seed)
 
 
 def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_updates: int,
@@ -487,29 +486,14 @@ def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_up
     The hand-written loss of the model-based setting (no extra information).
     Same returns as :func:`train_policy_with_loss`.
     """
-    return _train(problem, lambda p: problem.final_distance(p, task), task, n_updates, lr,
-                  solver, seed)
+    return _meta_test_one(problem, TaskObjective(problem.final_distance, "final_distance"),
+                          task, n_updates, lr, solver, seed)
 
 
-def _train(problem, objective, task, n_updates, lr, solver, seed):
-    if int(n_updates) < 0:
-        raise ValueError(f"n_updates must be non-negative, got {n_updates}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
-    params = {k: v.requires_grad_() for k, v in problem.init_params(task, seed).items()}
-    optimizer = torch_optimizer(solver, list(params.values()), lr)
-
-    def distance() -> float:
-        with torch.no_grad():
-            return float(problem.final_distance(params, task))
-
-    curve = [distance()]
-    for _ in range(int(n_updates)):
-        optimizer.zero_grad(set_to_none=True)
-        objective(params).backward()
-        optimizer.step()
-        curve.append(distance())
-    return np.asarray(curve), {k: v.detach().clone() for k, v in params.items()}
+def _meta_test_one(problem, loss, task, n_updates, lr, solver, seed):
+    result = meta_test(problem, loss, [task], n_updates=n_updates, metric=problem.final_distance,
+                       init_seeds=[[seed]], lr=lr, optimizer=solver, keep_params=True)
+    return result.curves[0, 0], result.params[0][0]
 
 
 def behaviour_cloning(problem: ReacherExpertProblem, tasks: Sequence[GoalTask], *,
