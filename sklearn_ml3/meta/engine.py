@@ -295,8 +295,13 @@ def meta_train(
     share = len(mine) / tasks_per_iter
     history: list[float] = []
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
+    if checkpoint is not None:
+        if Path(checkpoint).exists():
+            start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
+        starts = distributed.gather_lists([start])
+        if len(set(starts)) > 1:
+            raise ValueError(f"the processes would resume {checkpoint} at different iterations "
+                             f"{starts}: put the checkpoint where every process can read it")
 
     def new_episode() -> _Episode:
         # every rank draws all tasks and seeds, so that the rng stays in step
@@ -314,6 +319,7 @@ def meta_train(
     last_good = None
     phase = 0  # inner steps taken by the current optimizees
     last_saved = start
+    loss._set_meta_training(True)  # phi is frozen outside meta-training
     bar = tqdm(total=n_meta_iter, initial=start,
                disable=not verbose or not distributed.is_main_process(), desc="meta-train",
                leave=verbose > 1, dynamic_ncols=True)
@@ -366,6 +372,7 @@ def meta_train(
             if callback is not None:
                 callback(iteration, value)
     finally:
+        loss._set_meta_training(False)
         bar.close()
         _record(loss, problem, options, history, t_wall, t_cpu, vectorize)
     if checkpoint is not None:
