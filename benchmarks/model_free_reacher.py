@@ -43,7 +43,6 @@ from tqdm.auto import tqdm
 
 from rl import ML3, meta_train_policy_loss
 from rl.envs import ReacherGoalEnv
-from rl.meta.model_free import FEATURE_SETS
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import versions
 
@@ -52,8 +51,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ENV_ID = "ml3/ReacherGoal-v0"
 PPO_TUNED = {"n_steps": 512, "batch_size": 32, "n_epochs": 5, "gamma": 0.9}
-#: names the meta-training settings in cache files (older caches are not reused)
-SETTINGS_TAG = "sgd-norm"
+#: Meta-training configurations. "default" is what ``meta_train_policy_loss`` does with
+#: no arguments (quadratic learned advantage, ES over whole runs on the batched twin);
+#: "classic" is the previous default (free loss network, one-step backprop through one
+#: full-batch SGD step per 500-step MuJoCo rollout), kept as the ablation's baseline row.
+CONFIGS = {
+    "default": {},
+    "classic": {"inner_optimizer": "sgd", "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
+                "rollout_episodes": 10, "rollouts_per_policy": 16, "meta_lr": 3e-3,
+                "loss_hidden_layer_sizes": (64, 64), "loss_structure": "free",
+                "simulator": "env", "meta_gradient": "backprop", "features": "plain",
+                "es_population": 32, "es_sigma": 0.05},
+    "advantage-es": {"loss_structure": "advantage", "loss_hidden_layer_sizes": (8,)},
+    "quadratic-backprop": {"meta_gradient": "backprop", "inner_optimizer": "sgd",
+                           "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
+                           "task_loss_episodes": 32, "meta_lr": 3e-3},
+}
 ARCHITECTURES = {"64-64 (meta-train)": [64, 64], "32": [32], "128-128": [128, 128],
                  "256-256-256": [256, 256, 256]}
 
@@ -108,7 +121,7 @@ class EvalCurve(BaseCallback):
 
 def _tag(args) -> str:
     """Names the meta-training settings in cache and loss file names."""
-    return SETTINGS_TAG if args.features == "plain" else f"{SETTINGS_TAG}-{args.features}"
+    return args.config
 
 
 def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch=None) -> dict:
@@ -148,6 +161,38 @@ def _train(method, goal, seed, budget, args, loss, net_arch) -> dict:
     model.learn(total_timesteps=budget, callback=curve)
     return {"steps": curve.steps, "distance": curve.distance, "return": curve.returns,
             "cpu_s": time.process_time() - start}
+
+
+def rollout_throughput(goals, repeats: int = 3) -> dict:
+    """Environment steps per second of one policy's rollouts: MuJoCo envs one by one, the
+    batched twin, and the twin scoring a whole ES population at once (one thread)."""
+    from rl.meta.model_free import ModelFreeProblem
+    from sklearn_ml3.meta import differentiable_optimizer
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for name in ("env", "twin"):
+        problem = ModelFreeProblem(ENV_ID, goals, rollout_episodes=10, batch_size=50,
+                                   simulator=name, normalize_inputs=False)
+        params = problem.init_params(None, 0)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            problem.rollout(params, goals[0], rng)
+        out[f"{name}, 10 episodes"] = 10 * 50 * repeats / (time.perf_counter() - start)
+    problem = ModelFreeProblem(ENV_ID, goals, rollout_episodes=2, batch_size=50, n_epochs=4,
+                               features="joint_frame", simulator="twin")
+    loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs, hidden_layer_sizes=(),
+                       random_state=0, structure={"score_column": 12,
+                                                  "action_columns": [19, 20],
+                                                  "state_columns": [*range(10), *range(13, 19)]})
+    phis = torch.nn.utils.parameters_to_vector(loss.parameters()).detach().repeat(16, 1)
+    start = time.perf_counter()
+    problem.population_task_loss(loss, phis, problem.sample_tasks(4, rng), rng,
+                                 optimizer=differentiable_optimizer("adam", 1e-3),
+                                 inner_steps=80)
+    # 16 members x 4 goals x 11 rollouts of 100 steps, with the policy updates
+    out["twin, ES population (with updates)"] = 16 * 4 * 11 * 100 / (time.perf_counter() - start)
+    return out
 
 
 def samples_to_threshold(steps, curve, target) -> int | None:
@@ -212,19 +257,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=2,
                         help="meta-test runs in parallel processes (one torch thread each)")
     parser.add_argument("--budget", type=int, default=8_000, help="env steps per run")
-    parser.add_argument("--meta-iter", type=int, default=300)
-    parser.add_argument("--features", default="plain", choices=FEATURE_SETS,
-                        help="loss inputs: (obs, action, log-prob, goal), or with the arm's "
-                             "joint-space goal direction appended")
+    parser.add_argument("--meta-iter", type=int, default=None,
+                        help="meta-iterations (default: the configuration's)")
+    parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
+                        help="meta-training configuration (see CONFIGS)")
     parser.add_argument("--arch-goals", type=int, default=1,
                         help="goals of the architecture experiment (1 seed each)")
-    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-episodes", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/model_free_reacher"))
     args = parser.parse_args(argv)
     if args.full:
         args.goals, args.seeds, args.budget = 10, 5, 50_000
-        args.meta_iter, args.arch_goals, args.eval_every = 1000, 10, 2_500
+        args.arch_goals, args.eval_every = 10, 2_500
+    if args.meta_iter is None:
+        args.meta_iter = 300 if args.config == "classic" else 400
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -232,11 +279,7 @@ def main(argv=None) -> dict:
     test_goals = ReacherGoalEnv.sample_tasks(10, np.random.default_rng(2))[: args.goals]
 
     loss_path = args.out / f"reacher_{_tag(args)}_{args.meta_iter}.ml3"
-    # one full-batch SGD step per 500-step rollout, 16 rollouts per policy (= 8k steps)
-    meta_settings = {"n_meta_iter": args.meta_iter, "tasks_per_iter": 4, "inner_optimizer": "sgd",
-                     "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
-                     "rollouts_per_policy": 16, "meta_lr": 3e-3, "log_std_init": -0.5,
-                     "normalize_inputs": True, "features": args.features}
+    meta_settings = {"n_meta_iter": args.meta_iter, **CONFIGS[args.config]}
     if loss_path.exists() and LearnedLoss.load(loss_path).meta_info_.get(
             "n_meta_iter_done") == args.meta_iter:
         loss = LearnedLoss.load(loss_path)
@@ -283,6 +326,7 @@ def main(argv=None) -> dict:
         plt.close(fig)
 
     results = {
+        "rollout_throughput_steps_per_s": rollout_throughput(train_goals),
         "protocol": {"goals": args.goals, "seeds": args.seeds, "budget": args.budget,
                      "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                      "ppo": {**PPO_TUNED, "normalize_obs": True}, "full": args.full,
@@ -317,7 +361,10 @@ def write_report(results: dict, path: Path) -> None:
         lines.append(f"| {method} | {fmt(item['final_distance'])} | {fmt(item['final_return'])} "
                      f"| {item['samples_to_80pct'] or 'not reached'} |")
     lines += ["", f"Initial distance {s['initial_distance']:.4f}; 80% target distance "
-              f"{s['target_distance_80pct']:.4f}.", "", "## Architectures (ML3, same loss)", "",
+              f"{s['target_distance_80pct']:.4f}.", "", "Rollout throughput (env steps/s): "
+              + ", ".join(f"{k}: {v:,.0f}" for k, v in
+                          results["rollout_throughput_steps_per_s"].items()) + ".",
+              "", "## Architectures (ML3, same loss)", "",
               "| actor | distance at step 0 | final distance |", "|---|---|---|"]
     for name, item in results["architectures"]["methods"].items():
         lines.append(f"| {name} | {item['distance_mean'][0]:.4f} | "

@@ -13,7 +13,9 @@ from tests.test_engine import double_loss, episode, meta_gradient, meta_objectiv
 
 def test_antithetic_estimate_matches_the_backprop_meta_gradient():
     problem = sine_problem()
-    loss = LearnedLoss(hidden_layer_sizes=(4,), activation="tanh", random_state=3).to(torch.float64)
+    # unfrozen: a hand-written meta-gradient, outside meta_train
+    loss = LearnedLoss(hidden_layer_sizes=(4,), activation="tanh",
+                       random_state=3).to(torch.float64).requires_grad_(True)
     tasks, params = episode(problem, 2)
     exact = torch.cat([g.flatten() for g in meta_gradient(loss, problem, tasks, params)])
     center = parameters_to_vector(loss.parameters()).detach().clone()

@@ -241,7 +241,7 @@ class ModelFreeProblem:
         Meta-training goals; each task draws one of them.
     policy_hidden_sizes : sequence of int, default=(64, 64)
     log_std_init : float, default=0.0
-    rollout_episodes : int, default=10
+    rollout_episodes : int, default=2
         Episodes per rollout (stepped together, one batched policy call per
         time step).
     batch_size : int or None, default=100
@@ -264,7 +264,7 @@ class ModelFreeProblem:
         (``input_shift``, ``input_scale``).
     features : {"plain", "joint_frame"}, default="plain"
         Extra loss inputs (see :func:`loss_features`).
-    n_epochs : int, default=1
+    n_epochs : int, default=4
         Passes over each rollout (:meth:`population_task_loss`'s runs; the
         backprop path unrolls them through the engine's ``unroll``).
     task_loss_episodes : int, optional
@@ -625,19 +625,19 @@ def meta_train_policy_loss(
     *,
     n_goals: int = 20,
     loss: LearnedLoss | None = None,
-    loss_hidden_layer_sizes: Sequence[int] = (64, 64),
+    loss_hidden_layer_sizes: Sequence[int] = (),
     loss_output: str = "none",
     policy_hidden_sizes: Sequence[int] = (64, 64),
     log_std_init: float = -0.5,
-    rollout_episodes: int = 10,
-    batch_size: int | None = None,
-    n_epochs: int = 1,
-    rollouts_per_policy: int = 16,
+    rollout_episodes: int = 2,
+    batch_size: int | None = 50,
+    n_epochs: int = 4,
+    rollouts_per_policy: int = 10,
     tasks_per_iter: int = 4,
-    n_meta_iter: int = 300,
-    inner_optimizer: str = "sgd",
-    inner_lr: float = 0.1,
-    meta_lr: float = 3e-3,
+    n_meta_iter: int = 400,
+    inner_optimizer: str = "adam",
+    inner_lr: float = 1e-3,
+    meta_lr: float = 0.05,
     grad_clip: float | None = 1.0,
     horizon: int | None = None,
     gamma: float = 1.0,
@@ -648,8 +648,8 @@ def meta_train_policy_loss(
     loss_structure: str = "quadratic",
     simulator: str = "auto",
     meta_gradient: str = "auto",
-    es_population: int = 32,
-    es_sigma: float = 0.05,
+    es_population: int = 16,
+    es_sigma: float = 0.1,
     task_loss_episodes: int | None = None,
     checkpoint=None,
     random_state=None,
@@ -658,12 +658,17 @@ def meta_train_policy_loss(
 ) -> LearnedLoss:
     """Meta-train a policy loss ``M_phi(s, a, log pi(a|s), g)`` by model-free rollouts.
 
-    Runs :func:`sklearn_ml3.meta.meta_train` on a :class:`ModelFreeProblem`:
-    per meta-iteration and task, ``n_epochs`` passes of mini-batch steps on
-    the learned loss over the policy's latest rollout (differentiated
-    through), then the REINFORCE surrogate of a fresh rollout of the updated
-    policy. Policies are re-initialised after ``rollouts_per_policy`` such
-    rounds.
+    Runs :func:`sklearn_ml3.meta.meta_train` on a :class:`ModelFreeProblem`.
+    By default (ReacherGoal) the loss is a learned quadratic advantage times
+    the log-probability, and evolution strategies score perturbed losses on
+    whole training runs of fresh policies (``rollouts_per_policy`` rollouts of
+    ``rollout_episodes`` episodes, ``n_epochs`` passes of ``batch_size``
+    mini-batches, Adam) on the batched torch twin: the meta-test run of
+    :class:`rl.ML3` with the loss's own settings. No gradient passes through
+    the dynamics. With ``meta_gradient="backprop"`` (the default where no twin
+    exists) each meta-iteration instead differentiates the REINFORCE surrogate
+    of a fresh rollout through ``n_epochs`` passes of inner steps, and
+    policies are re-initialised after ``rollouts_per_policy`` such rounds.
 
     Parameters
     ----------
@@ -676,7 +681,8 @@ def meta_train_policy_loss(
         Used only when ``goals`` is None.
     loss : LearnedLoss, optional
         A features loss to continue training; by default a new one with
-        ``loss_hidden_layer_sizes`` (ReLU, biases) and ``loss_output``.
+        ``loss_hidden_layer_sizes`` (ReLU, biases; ``()`` a linear ``t_phi``
+        for the quadratic structure), ``loss_structure`` and ``loss_output``.
     loss_output : {"none", "softplus"}, default="none"
         Output of the loss network. A Softplus floor lets the policy push every
         sampled row of a mini-batch to a loss of ~0 within a few steps, where
@@ -686,27 +692,28 @@ def meta_train_policy_loss(
         Hidden layers of the meta-training policies (tanh, like SB3's
         ``MlpPolicy``). Other sizes can be trained at meta-test time.
     log_std_init : float, default=-0.5
-    rollout_episodes : int, default=10
+    rollout_episodes : int, default=2
         Episodes per rollout; ``rollout_episodes * horizon`` rows of experience.
-    batch_size : int or None, default=None
+    batch_size : int or None, default=50
         Rows per inner (mini-batch) step; None uses the whole rollout, i.e.
         one full-batch step per rollout and epoch.
-    n_epochs : int, default=1
+    n_epochs : int, default=4
         Passes over each rollout; ``n_epochs * rows / batch_size`` inner steps
         are unrolled per meta-gradient.
-    rollouts_per_policy : int, default=16
-        Rollouts a policy is trained for before it is re-initialised; match it
-        to the meta-test budget (16 rollouts of 500 steps = 8,000 steps).
+    rollouts_per_policy : int, default=10
+        Rollouts a policy is trained for before it is re-initialised (the
+        length of a scored run with ``"es"``: 10 rollouts of 100 steps, the
+        first 1,000 environment steps of meta-test).
     tasks_per_iter : int, default=4
         Goals per meta-gradient.
-    n_meta_iter : int, default=300
+    n_meta_iter : int, default=400
         Meta-iterations (one rollout per task each).
-    inner_optimizer : {"sgd", "momentum", "adam"}, default="sgd"
+    inner_optimizer : {"sgd", "momentum", "adam"}, default="adam"
         Plain SGD passes the meta-gradient through the size of the learned
         loss's gradient; Adam's first steps (``lr * sign(g)``) are nearly flat
         in it.
-    inner_lr : float, default=0.1
-    meta_lr : float, default=3e-3
+    inner_lr : float, default=1e-3
+    meta_lr : float, default=0.05
     grad_clip : float or None, default=1.0
     horizon : int, optional
         Episode length (default: the environment's limit).
