@@ -66,7 +66,20 @@ def model_free_reacher(tmp_dir):
     return meta_train_policy_loss(
         "ml3/ReacherGoal-v0", goals=np.array([[0.1, 0.1], [0.05, -0.15], [-0.1, 0.12]]),
         n_meta_iter=3, tasks_per_iter=2, rollout_episodes=2, horizon=8, batch_size=8,
-        rollouts_per_policy=2, loss_hidden_layer_sizes=(16,), random_state=0, verbose=0)
+        rollouts_per_policy=2, loss_hidden_layer_sizes=(16,), random_state=0, verbose=0,
+        # the MuJoCo-rollout backprop path: the tasks are split over the ranks
+        simulator="env", meta_gradient="backprop", loss_structure="free", features="plain",
+        n_epochs=1, inner_optimizer="sgd", inner_lr=0.1)
+
+
+def model_free_reacher_es(tmp_dir):
+    # the default: ES on the batched twin, the population is split over the ranks
+    from rl.meta.model_free import meta_train_policy_loss
+
+    return meta_train_policy_loss(
+        "ml3/ReacherGoal-v0", goals=np.array([[0.1, 0.1], [0.05, -0.15], [-0.1, 0.12]]),
+        n_meta_iter=2, tasks_per_iter=2, rollouts_per_policy=2, n_epochs=1, es_population=4,
+        random_state=0, verbose=0)
 
 
 def model_based_pointmass(tmp_dir):
@@ -84,7 +97,7 @@ def model_based_pointmass(tmp_dir):
 
 SCENARIOS = {f.__name__: f for f in (vmap_meta_fit, loop_meta_fit_uneven_split,
                                      meta_train_resumed, model_free_reacher,
-                                     model_based_pointmass)}
+                                     model_free_reacher_es, model_based_pointmass)}
 
 
 def _forbidden_write(*args, **kwargs):
