@@ -77,7 +77,7 @@ def _write_api_index(app, config) -> None:
             continue
         header = f"``{module_name}``: {title}"
         lines += [header, "-" * len(header), "", f".. automodule:: {module_name}",
-                  "   :no-members:", "   :no-index:", "", f".. currentmodule:: {module_name}",
+                  "   :no-members:", "", f".. currentmodule:: {module_name}",
                   "", ".. autosummary::", "   :toctree: generated", "   :nosignatures:", ""]
         lines += [f"   {name}" for name in names] + [""]
     path = Path(app.srcdir) / "api" / "index.rst"
