@@ -32,6 +32,7 @@ def learned_loss() -> LearnedLoss:
         ENV_ID, goals=goals, n_meta_iter=2, tasks_per_iter=1, rollout_episodes=2, horizon=10,
         batch_size=10, n_epochs=1, rollouts_per_policy=1, loss_hidden_layer_sizes=(16,),
         simulator="env", meta_gradient="backprop", loss_structure="free", features="plain",
+        inner_optimizer="sgd", inner_lr=0.1,
         random_state=0, verbose=0)
 
 

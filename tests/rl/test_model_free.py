@@ -27,7 +27,7 @@ TINY = {"tasks_per_iter": 1, "rollout_episodes": 2, "horizon": 8, "batch_size": 
         "verbose": 0,
         # the MuJoCo-rollout, backprop path with a free loss network
         "simulator": "env", "meta_gradient": "backprop", "loss_structure": "free",
-        "features": "plain"}
+        "features": "plain", "inner_optimizer": "sgd", "inner_lr": 0.1}
 
 
 def test_policy_functions_match_module_and_torch_normal():
