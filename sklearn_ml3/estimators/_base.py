@@ -220,24 +220,34 @@ class BaseMetaLoss(BaseEstimator):
         gen = torch.Generator().manual_seed(seed_from(self._rng))
         # scikit-learn's L2 term: weights only (no biases), 0.5 * alpha * ||W||^2 / batch
         penalised = [p for p in self.module_.parameters() if p.dim() > 1] if self.alpha else []
+        # equal weights (none given, or all ones) take the plain mean: same numbers, fewer ops
+        uniform = bool((weights == 1).all())
         n_epochs = 1 if incremental else int(self.max_iter)
         for _ in range(n_epochs):
             self.module_.train()
-            order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+            if self.shuffle:  # one gather per epoch; the batches are then views
+                order = torch.randperm(n, generator=gen).to(device)
+                X_epoch, t_epoch, w_epoch = X[order], targets[order], weights[order]
+            else:
+                X_epoch, t_epoch, w_epoch = X, targets, weights
             total = 0.0
             for start in range(0, n, batch):
-                idx = order[start:start + batch].to(device)
-                per_sample = self._per_sample_loss(self.module_(X[idx]), targets[idx], loss_fn)
-                w = weights[idx]
-                # weighted batch mean; a batch of zero weights gives a zero loss, not NaN
-                value = (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+                stop = min(start + batch, n)
+                per_sample = self._per_sample_loss(self.module_(X_epoch[start:stop]),
+                                                   t_epoch[start:stop], loss_fn)
+                if uniform:
+                    value = per_sample.mean()
+                else:
+                    w = w_epoch[start:stop]
+                    # weighted batch mean; a batch of zero weights gives a zero loss, not NaN
+                    value = (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
                 if penalised:
                     value = value + 0.5 * self.alpha * sum(
-                        (p * p).sum() for p in penalised) / len(idx)
+                        (p * p).sum() for p in penalised) / (stop - start)
                 self._optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 self._optimizer.step()
-                total += float(value.detach()) * len(idx)
+                total += float(value.detach()) * (stop - start)
             epoch_loss = total / n
             if not np.isfinite(epoch_loss):
                 raise FloatingPointError(
