@@ -13,11 +13,13 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from rl.meta.model_free import EXTRA_FEATURES, check_features, loss_features
+from rl.ml3._safe_load import SAFE_DATA_KEY, read_data_json, safe_load_data, safe_replacements
 from rl.ml3.policies import ML3Policy
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3.meta import torch_optimizer_spec
@@ -117,6 +119,60 @@ class _LearnedLossMixin:
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, other = super()._get_torch_save_params()
         return [*state_dicts, "learned_loss.network_"], other
+
+    def save(self, path, exclude=None, include=None) -> None:
+        """SB3's ``save``, plus a plain-JSON copy of what SB3 pickles, so :meth:`load` needs no
+        unpickling."""
+        setattr(self, SAFE_DATA_KEY, safe_load_data(self))
+        try:
+            super().save(path, exclude=exclude, include=include)
+        finally:
+            delattr(self, SAFE_DATA_KEY)
+
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, *,
+             trust_pickled: bool = False, **kwargs):
+        """Load a model saved by :meth:`save`, running no code from the file.
+
+        SB3 stores spaces, the policy class, ``policy_kwargs`` and schedules as
+        pickles; this method rebuilds them from the plain-JSON description
+        the library's :meth:`save` writes beside them (classes come only from
+        the algorithm's policy aliases, ``torch.optim``, ``torch.nn`` and
+        SB3's feature extractors), and refuses any other pickled entry.
+
+        Parameters
+        ----------
+        path, env, device, custom_objects, **kwargs
+            As in :meth:`stable_baselines3.common.base_class.BaseAlgorithm.load`.
+        trust_pickled : bool, default=False
+            Unpickle the file's pickled entries as plain SB3 does. Unpickling
+            runs code from the file: use it only for files you trust (e.g.
+            models saved by plain SB3 or with a custom policy class or a
+            lambda schedule).
+
+        Raises
+        ------
+        ValueError
+            If the file would need unpickling and ``trust_pickled`` is False
+            (:class:`rl.ml3._safe_load.UnsafeModelFile`), or is not an SB3 zip.
+        """
+        if trust_pickled:
+            model = super().load(path, env=env, device=device, custom_objects=custom_objects,
+                                 **kwargs)
+        else:
+            file = open_path(path, "r", verbose=0, suffix="zip")
+            try:
+                name = getattr(file, "name", str(path))
+                replacements = safe_replacements(read_data_json(file), cls, name,
+                                                 custom_objects)
+                file.seek(0)
+                model = super().load(file, env=env, device=device,
+                                     custom_objects=replacements, **kwargs)
+            finally:
+                if file is not path:  # a caller's open file stays open
+                    file.close()
+        model.__dict__.pop(SAFE_DATA_KEY, None)
+        return model
 
 
 class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
