@@ -22,6 +22,7 @@ from rl.meta.model_free import EXTRA_FEATURES, check_features, loss_features
 from rl.ml3._safe_load import SAFE_DATA_KEY, read_data_json, safe_load_data, safe_replacements
 from rl.ml3.policies import ML3Policy
 from sklearn_ml3 import LearnedLoss
+from sklearn_ml3._artifact import check_config, check_meta_info
 from sklearn_ml3.meta import torch_optimizer_spec
 
 SelfML3 = TypeVar("SelfML3", bound="ML3")
@@ -29,6 +30,21 @@ SelfML3 = TypeVar("SelfML3", bound="ML3")
 
 def _policy_info(loss: LearnedLoss) -> dict[str, Any]:
     return loss.meta_info_.get("policy", {})
+
+
+def _check_learned_loss_spec(spec) -> tuple[dict, dict, np.ndarray]:
+    """Config, meta_info and history of a loaded ``_learned_loss_spec``, validated as data."""
+    where = "the saved model's _learned_loss_spec"
+    if not isinstance(spec, dict) or set(spec) != {"config", "meta_info", "meta_history"}:
+        raise ValueError(f"{where} must hold exactly config, meta_info and meta_history")
+    config = check_config(spec["config"], where)
+    meta_info = check_meta_info(spec["meta_info"], config["kind"], where)
+    history = spec["meta_history"]
+    if not (isinstance(history, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in history)):
+        raise ValueError(f"{where}: field 'meta_history' must be a list of finite numbers")
+    return config, dict(meta_info), np.asarray(history, dtype=np.float64)
 
 
 class _LearnedLossMixin:
@@ -71,12 +87,12 @@ class _LearnedLossMixin:
         if self.learned_loss is None:
             if self._learned_loss_spec is None:
                 raise ValueError(f"{type(self).__name__} needs learned_loss=LearnedLoss(...)")
-            spec = self._learned_loss_spec
+            config, meta_info, history = _check_learned_loss_spec(self._learned_loss_spec)
             # weights are overwritten by the saved state dict right after this
-            self.learned_loss = LearnedLoss(**spec["config"], random_state=0)
-            self.learned_loss.meta_info_ = dict(spec["meta_info"])
-            if spec["meta_history"]:
-                self.learned_loss.meta_history_ = np.asarray(spec["meta_history"])
+            self.learned_loss = LearnedLoss(**config, random_state=0)
+            self.learned_loss.meta_info_ = meta_info
+            if len(history):
+                self.learned_loss.meta_history_ = history
         self.learned_loss.to(self.device)
         for param in self.learned_loss.parameters():
             param.requires_grad_(False)
@@ -226,6 +242,7 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     >>> import gymnasium as gym  # doctest: +SKIP
     >>> from rl import ML3
     >>> from sklearn_ml3 import LearnedLoss
+from sklearn_ml3._artifact import check_config, check_meta_info
     >>> env = gym.make("ml3/ReacherGoal-v0", goal=[0.1, -0.1])  # doctest: +SKIP
     >>> loss = LearnedLoss.load("reacher.ml3")  # doctest: +SKIP
     >>> model = ML3("MlpPolicy", env, learned_loss=loss)  # doctest: +SKIP

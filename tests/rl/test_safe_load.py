@@ -126,6 +126,24 @@ def test_crafted_safe_description_is_refused(saved, tmp_path, field, value, mess
     assert not (tmp_path / "ran").exists()
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"config": {"kind": "features", "meta_history_": [1.0]}}, "unknown keys"),
+    ({"meta_history": [float("nan")]}, "finite numbers"),
+    ({"meta_info": {"inner_lr": "fast"}}, "meta_info.inner_lr"),
+])
+def test_crafted_learned_loss_spec_is_refused(saved, tmp_path, change, message):
+    algo, path = saved
+
+    def edit(data):
+        spec = data["_learned_loss_spec"]
+        for key, value in change.items():
+            spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
+
+    crafted = rewrite_data(path, tmp_path / "crafted.zip", edit)
+    with pytest.raises(ValueError, match=message):
+        algo.load(crafted, env=make_env())
+
+
 def test_plain_sb3_zip_needs_trust(tmp_path):
     PPO("MlpPolicy", make_env(), n_steps=16, batch_size=16, seed=0).save(tmp_path / "ppo.zip")
     with pytest.raises(UnsafeModelFile, match="policy_class"):
