@@ -11,14 +11,16 @@ from pathlib import Path
 from .learned_loss import LearnedLoss
 
 
-def _meta_train_sine(seed: int, n_meta_iter: int | None, verbose: int) -> LearnedLoss:
+def _meta_train_sine(seed: int, n_meta_iter: int | None, verbose: int,
+                     checkpoint: str | None = None) -> LearnedLoss:
     from .experiments.sine import meta_train_sine_loss
 
-    return meta_train_sine_loss(seed, n_meta_iter=n_meta_iter, verbose=verbose)
+    return meta_train_sine_loss(seed, n_meta_iter=n_meta_iter, verbose=verbose,
+                                checkpoint=checkpoint)
 
 
 #: Tasks ``ml3 meta-train`` knows: name -> (description, trainer).
-TASKS: dict[str, tuple[str, Callable[[int, int | None, int], LearnedLoss]]] = {
+TASKS: dict[str, tuple[str, Callable[..., LearnedLoss]]] = {
     "sine": ("sine regression, paper IV-A.1 (PROTOCOLS.md section 1)", _meta_train_sine),
 }
 
@@ -51,7 +53,7 @@ def cmd_demo(args) -> int:
 def cmd_meta_train(args) -> int:
     _single_thread()
     _, trainer = TASKS[args.task]
-    loss = trainer(args.seed, args.n_meta_iter, 1)
+    loss = trainer(args.seed, args.n_meta_iter, 1, checkpoint=args.checkpoint)
     path = loss.save(args.out)
     history = loss.meta_history_
     print(f"saved {loss!r} to {path}")
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="file to write (safetensors)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-meta-iter", type=int, default=None)
+    train.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="save progress here every 50 iterations and resume from it if it "
+                            "exists (a killed run continues where it stopped)")
     train.set_defaults(func=cmd_meta_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved regression loss on sine tasks")
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         print(f"ml3 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
