@@ -115,7 +115,7 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
         ).astype(np.float32)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
+        obs, reward, terminated, truncated, info = super().step(self.validate_action(action))
         dist = self._distance()
         info.update(distance=dist, is_success=dist < self.success_threshold, goal=self.goal)
         return obs, float(reward), terminated, truncated, info
