@@ -140,6 +140,11 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
         first = not (incremental and hasattr(self, "module_"))
         X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,
                              dtype=np.float64)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{type(self).__name__} needs numeric targets, got y of dtype {y.dtype} "
+                f"(e.g. {y.flat[0]!r}); convert them with y.astype(float), or use "
+                "MetaLossClassifier for class labels")
         y2 = y.reshape(len(y), -1)
         if first:
             loss = self._resolved_loss()
@@ -150,6 +155,11 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
             raise ValueError(f"y has {y2.shape[1]} targets; this model was fitted with "
                              f"{self._n_outputs}")
         targets = self._as_float32((y2 - self._y_shift) / self._y_scale)
+        if not np.isfinite(targets).all():
+            raise ValueError(
+                f"the targets (max |y| = {np.abs(y2).max():.3g}) do not fit float32 after "
+                f"target_scaling={self.target_scaling!r}; use target_scaling='standard' or "
+                "divide y by a constant before fitting (and multiply predictions back)")
         return self._fit_torch(
             self._as_float32(X), targets, self._weights(sample_weight, X), self._n_outputs,
             incremental=incremental, n_epochs=1 if incremental else int(self.max_iter),
@@ -172,7 +182,14 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
                 "meta-training (use target_scaling='auto')", UserWarning, stacklevel=4,
             )
         if scaling == "standard":
-            return y2.mean(axis=0), np.maximum(y2.std(axis=0), 1e-8)
+            with np.errstate(over="ignore", invalid="ignore"):
+                shift, scale = y2.mean(axis=0), np.maximum(y2.std(axis=0), 1e-8)
+            if not (np.isfinite(shift).all() and np.isfinite(scale).all()):
+                raise ValueError(
+                    f"the targets are too large to standardise in float64 (max |y| = "
+                    f"{np.abs(y2).max():.3g}; their variance overflows above about 1e154); "
+                    "divide y by a constant before fitting (and multiply predictions back)")
+            return shift, scale
         return np.zeros(y2.shape[1]), np.ones(y2.shape[1])
 
     @staticmethod
