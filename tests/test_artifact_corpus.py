@@ -35,20 +35,19 @@ def read_parts(path):
         return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
 
 
-def edit_config(**changes):
+def edit_json(field, **changes):
+    """Update entries of a JSON metadata field (``config`` or ``meta_info``)."""
     def edit(meta, tensors):
-        config = json.loads(meta["config"])
-        config.update(changes)
-        meta["config"] = json.dumps(config)
+        meta[field] = json.dumps({**json.loads(meta[field]), **changes})
     return edit
+
+
+def edit_config(**changes):
+    return edit_json("config", **changes)
 
 
 def edit_meta_info(**changes):
-    def edit(meta, tensors):
-        info = json.loads(meta["meta_info"])
-        info.update(changes)
-        meta["meta_info"] = json.dumps(info)
-    return edit
+    return edit_json("meta_info", **changes)
 
 
 def set_field(field, value):
