@@ -1,12 +1,14 @@
 # Two commands for a fresh machine with Python 3.11: `make demo` and `make test`.
-# Both create .venv on first use and reuse it afterwards.
+# Both create .venv on first use and reuse it afterwards. `make docs` builds the
+# documentation site into docs/_build/html (warnings are errors).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: demo test lint benchmarks mutation clean
+.PHONY: demo test lint docs benchmarks mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -34,4 +43,4 @@ mutation: $(STAMP)
 	$(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) results .pytest_cache mutants
+	rm -rf $(VENV) results .pytest_cache mutants docs/_build docs/api

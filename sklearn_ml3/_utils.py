@@ -8,11 +8,11 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 
 
 def seed_from(random_state) -> int | None:
@@ -23,7 +23,10 @@ def seed_from(random_state) -> int | None:
         return int(random_state)
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(2**31 - 1))
-    return int(check_random_state(random_state).randint(2**31 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    raise ValueError(f"random_state must be None, an int, a numpy Generator or RandomState; "
+                     f"got {random_state!r}")
 
 
 def torch_generator(random_state) -> torch.Generator | None:
@@ -49,17 +52,43 @@ def build_seeded(factory: Callable[[], torch.nn.Module], seed: int | None) -> to
         return factory()
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine can train on, e.g. ``["cpu", "cuda:0"]``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device``, or a ValueError that lists the available ones."""
+    available = available_devices()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={device!r} is not a torch device; available here: "
+                         f"{', '.join(available)}") from None
+    if parsed.type == "cpu":
+        return parsed
+    usable = {d for d in available if d != "cpu"} | {d.split(":")[0] for d in available}
+    if str(parsed) not in usable:
+        raise ValueError(f"device={device!r} is not available on this machine (torch "
+                         f"{torch.__version__}); available here: {', '.join(available)}")
+    return parsed
+
+
 def versions() -> dict[str, str]:
     """Versions recorded in artifacts and benchmark results."""
-    import sklearn
-
     from . import __version__
 
     return {
         "sklearn_ml3": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "scikit_learn": sklearn.__version__,
+        # from the installed metadata: the torch-only engine never imports scikit-learn
+        "scikit_learn": version("scikit-learn"),
         "python": platform.python_version(),
     }
 

@@ -6,7 +6,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,16 +22,70 @@ from ._artifact import (
 from ._utils import atomic_write, torch_generator
 from .networks import ClassSharedLossNet, LearnedRateLossNet, PointwiseLossNet
 
+REDUCTIONS = ("mean", "sum", "none")
 
-class LearnedLoss:
+
+class TargetScaler(NamedTuple):
+    """An affine map of regression targets: ``transform(y) = (y - shift) / scale``.
+
+    Built by :meth:`LearnedLoss.target_scaler` (the scaling a loss was
+    meta-trained with) and used the same way by
+    :class:`~sklearn_ml3.MetaLossRegressor`. Works on numpy arrays and torch
+    tensors alike.
+    """
+
+    shift: Any
+    scale: Any
+
+    @classmethod
+    def fit(cls, y, scaling: str | None) -> TargetScaler:
+        """``"standard"``: per-column mean and (population) std of ``y``; None: identity."""
+        if scaling not in (None, "standard"):
+            raise ValueError(f"target scaling must be None or 'standard', got {scaling!r}")
+        if isinstance(y, torch.Tensor):
+            y2 = y.reshape(len(y), -1)
+            if scaling is None:
+                return cls(torch.zeros_like(y2[0]), torch.ones_like(y2[0]))
+            return cls(y2.mean(0), y2.std(0, correction=0).clamp_min(1e-8))
+        y2 = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if scaling is None:
+            return cls(np.zeros(y2.shape[1]), np.ones(y2.shape[1]))
+        return cls(y2.mean(axis=0), np.maximum(y2.std(axis=0), 1e-8))
+
+    def _like(self, y):
+        """Shift and scale shaped to broadcast against ``y`` (1-D targets use column 0)."""
+        shift, scale = self.shift, self.scale
+        if isinstance(y, torch.Tensor):
+            shift, scale = (torch.as_tensor(v, dtype=y.dtype, device=y.device)
+                            for v in (shift, scale))
+        return (shift[0], scale[0]) if y.ndim == 1 else (shift, scale)
+
+    def transform(self, y):
+        """Targets as the loss saw them during meta-training."""
+        shift, scale = self._like(y)
+        return (y - shift) / scale
+
+    def inverse_transform(self, y_scaled):
+        """Predictions made in the scaled space, back in the units of ``y``."""
+        shift, scale = self._like(y_scaled)
+        return y_scaled * scale + shift
+
+
+class LearnedLoss(torch.nn.Module):
     """A trainable loss function ``M_phi`` (ML3, Bechtle et al. 2020).
 
     A small network maps per-sample inputs (a prediction and its target, or
     arbitrary features) to a non-negative loss. It is meta-trained with
     :meth:`meta_fit` so that gradient steps on it train models well, and then
-    used like any loss: ``loss(y_pred, y_true)`` returns a differentiable
-    scalar, and :class:`~sklearn_ml3.MetaLossRegressor` /
+    used like any torch loss: ``loss(y_pred, y_true)`` returns a
+    differentiable scalar, and :class:`~sklearn_ml3.MetaLossRegressor` /
     :class:`~sklearn_ml3.MetaLossClassifier` accept it as ``loss=``.
+
+    It is a ``torch.nn.Module``: as an attribute of a model it is registered
+    as a submodule (``state_dict``, ``.to()``). Its parameters are frozen
+    (``requires_grad=False``) except while :func:`~sklearn_ml3.meta.meta_train`
+    trains them, so ``backward()`` in a training loop leaves them alone;
+    ``loss.requires_grad_(True)`` unfreezes them for hand-written meta-gradients.
 
     Parameters
     ----------
@@ -68,6 +122,10 @@ class LearnedLoss:
     random_state : int, numpy Generator or None
         Seeds the initial network weights and, unless overridden, the
         meta-training run.
+    reduction : {"mean", "sum", "none"}, default="mean"
+        What ``loss(...)`` returns, as in torch's losses: the (weighted) mean
+        over samples, their sum, or the per-sample losses. A usage setting,
+        not stored in saved files; meta-training needs "mean".
 
     Attributes
     ----------
@@ -87,6 +145,15 @@ class LearnedLoss:
     >>> value = loss(torch.zeros(5), torch.ones(5))
     >>> value.shape
     torch.Size([])
+
+    In a torch loop, apply the target scaling the loss was meta-trained with
+    in one call (the identity for a loss meta-trained on raw targets):
+
+    >>> y = 10 * torch.randn(20)
+    >>> scaler = loss.target_scaler(y)
+    >>> pred = torch.zeros(20, requires_grad=True)
+    >>> loss(pred, scaler.transform(y)).backward()
+    >>> y_pred = scaler.inverse_transform(pred.detach())
     """
 
     def __init__(
@@ -100,7 +167,9 @@ class LearnedLoss:
         n_extra_inputs: int = 0,
         learned_lr: bool = False,
         random_state=None,
+        reduction: str = "mean",
     ):
+        super().__init__()
         if kind not in INPUT_KINDS:
             raise ValueError(f"kind must be one of {INPUT_KINDS}, got {kind!r}")
         if kind == "features" and (n_inputs is None or int(n_inputs) < 1):
@@ -118,10 +187,13 @@ class LearnedLoss:
         self.n_extra_inputs = int(n_extra_inputs)
         self.learned_lr = bool(learned_lr)
         self.random_state = random_state
+        self.reduction = _checked_reduction(reduction)
         self.meta_info_: dict[str, Any] = {}
+        self._meta_training = False
         # an unseeded loss draws fresh entropy rather than the global torch seed
         seed_source = np.random.default_rng() if random_state is None else random_state
         self.network_ = self._build_network(torch_generator(seed_source))
+        self.requires_grad_(False)
 
     # ------------------------------------------------------------------ network
     def get_config(self) -> dict[str, Any]:
@@ -181,17 +253,41 @@ class LearnedLoss:
     def dtype(self) -> torch.dtype:
         return next(self.network_.parameters()).dtype
 
-    def to(self, *args, **kwargs) -> LearnedLoss:
-        """Move the loss network (``torch.nn.Module.to`` semantics); returns self."""
-        self.network_.to(*args, **kwargs)
-        return self
+    def _set_meta_training(self, active: bool) -> None:
+        """Unfreeze ``phi`` while the engine meta-trains it, freeze it afterwards.
 
-    def parameters(self):
-        """The loss network's parameters (``phi``)."""
-        return self.network_.parameters()
+        Meta-training feeds the loss inputs it builds itself (under
+        ``torch.func`` transforms, which allow no data-dependent checks), so
+        the input range check is skipped meanwhile.
+        """
+        if active and self.reduction != "mean":
+            raise ValueError(f"meta-training needs reduction='mean', this loss has "
+                             f"reduction={self.reduction!r}")
+        self._meta_training = bool(active)
+        self.requires_grad_(bool(active))
+
+    def target_scaler(self, y) -> TargetScaler:
+        """The target scaling this loss was meta-trained with, fitted on ``y``.
+
+        ``scaler.transform(y)`` gives targets in the range the loss knows;
+        ``scaler.inverse_transform(pred)`` maps a model's predictions back.
+        The identity for a loss meta-trained on raw targets (or not at all).
+
+        Parameters
+        ----------
+        y : tensor or ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Training targets (fit the scaler on training data only).
+
+        Returns
+        -------
+        scaler : TargetScaler
+        """
+        if self.kind != "regression":
+            raise ValueError(f"target scaling applies to regression losses, not kind={self.kind!r}")
+        return TargetScaler.fit(y, self.meta_info_.get("problem", {}).get("target_scaling"))
 
     # --------------------------------------------------------------- evaluate
-    def features(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def features(self, *inputs: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
         """Arrange raw inputs into the network's per-row feature tensor."""
         dtype = self.dtype
         if self.kind == "features":
@@ -213,7 +309,13 @@ class LearnedLoss:
                     "loss(proba, y_onehot) needs two arrays of shape (n_samples, n_classes), "
                     f"got {tuple(proba.shape)} and {tuple(target.shape)}"
                 )
+            if from_logits:
+                proba = torch.softmax(proba, dim=-1)
+            elif not self._meta_training:
+                _check_probabilities(proba)
             return torch.stack([proba, target], dim=-1)
+        if from_logits:
+            raise ValueError("from_logits=True applies to classification losses only")
         # regression
         if len(inputs) != 2 + self.n_extra_inputs:
             raise ValueError(
@@ -239,9 +341,9 @@ class LearnedLoss:
             cols.append(extra.expand_as(y_pred))
         return torch.stack(cols, dim=-1)
 
-    def per_sample(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def per_sample(self, *inputs: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
         """Loss of each sample, shape ``(n_samples,)`` (without the learned rate)."""
-        return self._per_sample(self.features(*inputs))
+        return self._per_sample(self.features(*inputs, from_logits=from_logits))
 
     def _per_sample(self, features: torch.Tensor) -> torch.Tensor:
         per_row = self.network_(features)
@@ -249,20 +351,39 @@ class LearnedLoss:
             per_row = per_row.mean(-1)  # average over output dimensions
         return per_row
 
-    def __call__(self, *inputs: torch.Tensor, sample_weight: torch.Tensor | None = None):
-        """Differentiable scalar loss: the (weighted) mean of :meth:`per_sample`.
+    def forward(self, *inputs: torch.Tensor, sample_weight: torch.Tensor | None = None,
+                from_logits: bool = False) -> torch.Tensor:
+        """Differentiable loss of the inputs, reduced as ``reduction`` says.
 
-        With ``learned_lr=True`` the mean is multiplied by
-        :meth:`learning_rate` of the same inputs.
+        Parameters
+        ----------
+        *inputs : tensors
+            ``(y_pred, y_true, *extra)`` for regression, ``(proba, y_onehot)``
+            for classification (``proba`` in [0, 1], else a ValueError), the
+            feature tensors for ``kind="features"``.
+        sample_weight : tensor of shape (n_samples,), optional
+            Weights: a weighted mean, a weighted sum, or weighted per-sample
+            losses.
+        from_logits : bool, default=False
+            Classification only: the first input holds logits, and the loss
+            applies the softmax the network was meta-trained behind.
+
+        Returns
+        -------
+        loss : tensor
+            A scalar for "mean" and "sum", shape ``(n_samples,)`` for "none".
+            With ``learned_lr=True`` it is multiplied by :meth:`learning_rate`
+            of the same inputs.
         """
-        features = self.features(*inputs)
-        per_sample = self._per_sample(features)
-        if sample_weight is None:
-            value = per_sample.mean()
-        else:
-            weight = torch.as_tensor(sample_weight, dtype=per_sample.dtype,
-                                     device=per_sample.device)
-            value = (weight * per_sample).sum() / weight.sum()
+        features = self.features(*inputs, from_logits=from_logits)
+        value = self._per_sample(features)
+        if sample_weight is not None:
+            weight = torch.as_tensor(sample_weight, dtype=value.dtype, device=value.device)
+            value = weight * value
+        if self.reduction == "sum":
+            value = value.sum()
+        elif self.reduction == "mean":
+            value = value.mean() if sample_weight is None else value.sum() / weight.sum()
         if self.learned_lr:
             value = value * torch.exp(self.network_.log_rate(features))
         return value
@@ -303,6 +424,12 @@ class LearnedLoss:
         Returns
         -------
         self : LearnedLoss
+
+        Notes
+        -----
+        Under an initialised ``torch.distributed`` process group the tasks of
+        each meta-iteration are split over the ranks, with the result of a
+        single process (see :func:`~sklearn_ml3.meta.meta_train`).
         """
         from .meta import meta_train
         from .tasks import make_problem
@@ -312,7 +439,9 @@ class LearnedLoss:
         problem_kwargs = {k: kwargs.pop(k) for k in problem_keys if k in kwargs}
         problem = make_problem(tasks, estimator=estimator, kind=self.kind, **problem_kwargs)
         if estimator is not None:
-            kwargs.setdefault("inner_optimizer", getattr(estimator, "solver", "sgd"))
+            solver = getattr(estimator, "solver", "auto")
+            if solver != "auto":  # "auto" keeps the engine's default inner optimizer
+                kwargs.setdefault("inner_optimizer", solver)
             lr = getattr(estimator, "lr", "auto")
             if lr != "auto":
                 kwargs.setdefault("inner_lr", lr)
@@ -394,9 +523,12 @@ class LearnedLoss:
         """A loss with the (validated) config's attributes and no network yet."""
         config = check_config(config)
         loss = cls.__new__(cls)
+        torch.nn.Module.__init__(loss)
         for key in CONFIG_FIELDS:
             setattr(loss, key, config[key])
         loss.random_state = None
+        loss.reduction = "mean"  # a usage setting, not stored in files
+        loss._meta_training = False
         loss.meta_info_ = {}
         return loss
 
@@ -413,6 +545,7 @@ class LearnedLoss:
             raise ValueError(f"stored weights do not match the stored loss shape: {exc}") from exc
         if history is not None:
             loss.meta_history_ = history.numpy()
+        loss.requires_grad_(False)
         return loss.to(device)
 
     def __getstate__(self):
@@ -425,6 +558,7 @@ class LearnedLoss:
             "tensors": {k: v.numpy() for k, v in self._state_tensors().items()},
             "dtype": self.dtype,
             "random_state": self.random_state,
+            "reduction": self.reduction,
         }
 
     def __setstate__(self, state):
@@ -433,6 +567,7 @@ class LearnedLoss:
                                   dtype=state["dtype"])
         self.__dict__.update(loaded.__dict__)
         self.random_state = state["random_state"]
+        self.reduction = state.get("reduction", "mean")  # pickles from before the option
 
     def __repr__(self) -> str:
         args = [f"kind={self.kind!r}", f"hidden_layer_sizes={self.hidden_layer_sizes}"]
@@ -444,6 +579,8 @@ class LearnedLoss:
             args.append(f"n_extra_inputs={self.n_extra_inputs}")
         if self.learned_lr:
             args.append("learned_lr=True")
+        if self.reduction != "mean":
+            args.append(f"reduction={self.reduction!r}")
         if self.is_meta_trained:
             info = self.meta_info_
             args.append(
@@ -454,3 +591,19 @@ class LearnedLoss:
         else:
             args.append("meta_trained=False")
         return f"LearnedLoss({', '.join(args)})"
+
+
+def _checked_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _check_probabilities(proba: torch.Tensor) -> None:
+    """A classification loss reads probabilities; logits would be read silently wrong."""
+    if proba.numel() and bool((proba.detach() < 0).any() or (proba.detach() > 1).any()):
+        raise ValueError(
+            "a classification loss reads probabilities in [0, 1], got values from "
+            f"{float(proba.detach().min()):.4g} to {float(proba.detach().max()):.4g}; pass "
+            "softmax(logits), or the logits with from_logits=True"
+        )

@@ -21,21 +21,18 @@ This module adds the sine-frequency shaping experiment of the paper:
 - (the inverse-dynamics experiment with a physics prior lives with the arm
   models, in :mod:`rl.meta.inverse_dynamics`);
 
-and :func:`meta_test_curve`, which trains a fresh optimizee with a loss alone
-(no task loss, no extra information) and records a metric after every update.
+and :func:`mse_loss`, the hand-written baseline with the learned loss's call
+signature. Meta-test runs (a fresh optimizee trained with a loss alone, no
+task loss and no extra information) go through :func:`sklearn_ml3.meta.meta_test`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .meta.optim import torch_optimizer
+from .meta.baselines import mse_loss
 from .tasks import SupervisedProblem, Task
 
 Params = dict[str, torch.Tensor]
@@ -157,73 +154,10 @@ def sine_frequency_problem(tasks: SineFrequencyTasks | None = None, *, shaped: b
                               beta=beta, gamma=gamma)
 
 
-# ------------------------------------------------------------------ meta-test
-def mse_loss(y_pred: torch.Tensor, y: torch.Tensor, *unused: torch.Tensor) -> torch.Tensor:
-    """Plain MSE with the learned loss's call signature (extra inputs ignored)."""
-    return F.mse_loss(y_pred, y)
-
-
-def meta_test_curve(problem, loss: Callable[..., torch.Tensor], task: Task, *,
-                    n_steps: int, lr: float, solver: str = "sgd", seed: int = 0,
-                    metric: Callable[[Params, Task], torch.Tensor] | None = None,
-                    params: Params | None = None) -> np.ndarray:
-    """Train a fresh optimizee on ``task`` with ``loss`` alone and record a metric.
-
-    Only ``problem.init_params`` and ``problem.loss_inputs`` are used for
-    training: the task loss and ``task.extra`` are never read unless
-    ``metric`` reads them.
-
-    Parameters
-    ----------
-    problem : MetaProblem
-    loss : callable
-        A :class:`~sklearn_ml3.LearnedLoss` or :func:`mse_loss`, called on
-        ``problem.loss_inputs(params, task)``.
-    task : Task
-    n_steps : int
-        Number of updates.
-    lr : float
-    solver : {"sgd", "momentum", "adam"}, default="sgd"
-    seed : int, default=0
-        Seed of the optimizee initialisation.
-    metric : callable ``(params, task) -> scalar``, optional
-        Evaluated before training and after every update (default: the
-        loss value itself).
-    params : dict, optional
-        Initial parameters (default ``problem.init_params(task, seed)``).
-
-    Returns
-    -------
-    curve : ndarray of shape (n_steps + 1,)
-    """
-    if n_steps < 0:
-        raise ValueError(f"n_steps must be non-negative, got {n_steps}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
-    start = problem.init_params(task, seed) if params is None else params
-    params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
-    optimizer = torch_optimizer(solver, list(params.values()), lr)
-
-    def evaluate() -> float:
-        with torch.no_grad():
-            if metric is None:
-                return float(loss(*problem.loss_inputs(params, task)))
-            return float(metric(params, task))
-
-    curve = [evaluate()]
-    for _ in range(n_steps):
-        optimizer.zero_grad(set_to_none=True)
-        loss(*problem.loss_inputs(params, task)).backward()
-        optimizer.step()
-        curve.append(evaluate())
-    return np.asarray(curve)
-
-
 __all__ = [
     "SineFrequencyModel",
     "SineFrequencyTasks",
     "frequency_error",
-    "meta_test_curve",
     "mse_loss",
     "sine_frequency_problem",
 ]

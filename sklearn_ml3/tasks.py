@@ -194,6 +194,7 @@ class SupervisedProblem:
         self.n_classes = n_classes
         self._modules: dict[tuple[int, int], torch.nn.Module] = {}
         self._batch_gen = torch.Generator()
+        self._inner_batch_sizes: list[int] = []  # samples per inner step, for describe()
 
     @property
     def vectorizable(self) -> bool:
@@ -212,9 +213,14 @@ class SupervisedProblem:
         else:
             idx = rng.choice(len(self.tasks), size=n, replace=n > len(self.tasks))
             tasks = [self.tasks[i] for i in idx]
-        return [self._prepare(t) for t in tasks]
+        self._inner_batch_sizes += [min(self.batch_size or len(t.X_train), len(t.X_train))
+                                    for t in tasks]
+        return [self.prepare(t) for t in tasks]
 
-    def _prepare(self, task: Task) -> Task:
+    def prepare(self, task) -> Task:
+        """``task`` (a Task or array tuple) as the optimizee trains on it: one-hot class
+        targets, or targets standardised with ``target_scaling="standard"``."""
+        task = as_task(task, self.kind)
         if self.kind == "classification":
             onehot = [F.one_hot(y, self.n_classes).float() for y in (task.y_train, task.y_val)]
             return task._replace(y_train=onehot[0], y_val=onehot[1])
@@ -245,11 +251,20 @@ class SupervisedProblem:
             out = out.squeeze(-1)
         return out
 
-    def loss_inputs(self, params, task):
+    def seed_batches(self, seed: int) -> None:
+        """Re-seed mini-batch sampling (the meta-test loop does so before every run)."""
+        self._batch_gen.manual_seed(int(seed))
+
+    def minibatch(self, task) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next inner-step batch ``(X, y)`` of ``task`` (all of it without ``batch_size``)."""
         X, y = task.X_train, task.y_train
         if self.batch_size is not None and self.batch_size < len(X):
             idx = torch.randperm(len(X), generator=self._batch_gen)[: self.batch_size]
             X, y = X[idx], y[idx]
+        return X, y
+
+    def loss_inputs(self, params, task):
+        X, y = self.minibatch(task)
         out = self.predict(params, task, X)
         if self.kind == "classification":
             return torch.softmax(out, dim=-1), y
@@ -280,6 +295,9 @@ class SupervisedProblem:
             "tasks": repr(self.sampler) if self.sampler is not None else f"{len(self.tasks)} tasks",
             "target_scaling": self.target_scaling,
             "batch_size": self.batch_size,
+            # what estimators compare their batch size with (full-batch: the task size)
+            "inner_batch_size": (int(np.median(self._inner_batch_sizes))
+                                 if self._inner_batch_sizes else None),
             "n_classes": self.n_classes,
             "shaped": self.extra_loss is not None or self.task_loss_fn is not None,
         }

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import sklearn_ml3
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3.cli import main
 
@@ -29,8 +30,10 @@ def test_meta_train_info_and_evaluate(tmp_path, capsys):
     assert info["config"]["kind"] == "regression"
 
     assert main(["evaluate", str(out), "--tasks", "2"]) == 0
-    table = capsys.readouterr().out
-    assert "learned loss" in table and "MSE, lr 0.01" in table
+    captured = capsys.readouterr()
+    assert "learned loss" in captured.out and "evaluate" in captured.err  # a progress bar
+    for baseline in ("MSE, same lr", "MSE, tuned lr", "MSE, standardised targets, tuned lr"):
+        assert baseline in captured.out
 
 
 def test_demo_writes_its_report(tmp_path, capsys):
@@ -90,3 +93,131 @@ def test_meta_train_killed_resumes_to_the_uninterrupted_weights(tmp_path, capsys
                             uninterrupted.network_.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def write_csv(path, X, y, target="target"):
+    columns = [f"x{j}" for j in range(X.shape[1])]
+    lines = [",".join([*columns, target])]
+    lines += [",".join([*(f"{v:.5f}" for v in row), str(label)])
+              for row, label in zip(X, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def csv_tasks(tmp_path):
+    rng = np.random.default_rng(0)
+    regression, classification = [], []
+    for i in range(3):
+        X = rng.standard_normal((60, 3))
+        w = rng.standard_normal(3)
+        regression.append(write_csv(tmp_path / f"reg{i}.csv", X, 100 + 20 * X @ w))
+        labels = np.where(X @ w > 0, "spam", "ham")
+        classification.append(write_csv(tmp_path / f"clf{i}.csv", X, labels, "label"))
+    return regression, classification
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ml3 {sklearn_ml3.__version__}"
+
+
+def test_meta_train_and_evaluate_on_csv_files(tmp_path, csv_tasks, capsys):
+    regression, classification = csv_tasks
+    out = tmp_path / "reg.ml3"
+    assert main(["meta-train", "--csv", *map(str, regression[:2]), "--target", "target",
+                 "--out", str(out), "--n-meta-iter", "6", "--inner-steps", "3",
+                 "--inner-lr", "0.01", "--tasks-per-iter", "2", "--hidden", "8",
+                 "--loss-hidden", "6", "6"]) == 0
+    assert "2 regression task(s)" in capsys.readouterr().out  # inferred from the target
+    loss = LearnedLoss.load(out)
+    info = loss.meta_info_
+    assert (info["n_meta_iter"], info["inner_steps"], info["tasks_per_iter"]) == (6, 3, 2)
+    assert info["inner_lr"] == 0.01 and loss.hidden_layer_sizes == (6, 6)
+    assert info["problem"]["target_scaling"] == "standard"
+    assert info["csv"] == {"files": ["reg0.csv", "reg1.csv"], "target": "target",
+                           "optimizee_hidden_layer_sizes": [8]}
+
+    assert main(["evaluate", str(out), "--csv", str(regression[2]), "--target", "target",
+                 "--seeds", "2", "--max-iter", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "evaluate" in captured.err  # the progress bar
+    rows = [line for line in captured.out.splitlines() if line.startswith("reg2.csv")]
+    assert "learned loss" in rows[0]
+    assert any("squared_error, same lr" in r for r in rows)
+    assert any("squared_error, tuned lr (validation)" in r for r in rows)
+
+    out = tmp_path / "clf.ml3"
+    assert main(["meta-train", "--csv", *map(str, classification), "--target", "label",
+                 "--out", str(out), "--n-meta-iter", "3", "--hidden", "8"]) == 0
+    assert "classes ['ham', 'spam']" in capsys.readouterr().out
+    assert LearnedLoss.load(out).kind == "classification"
+
+
+def test_evaluation_tunes_on_a_validation_split_never_on_the_test_split(csv_tasks, monkeypatch):
+    from sklearn_ml3 import cli
+
+    regression, _ = csv_tasks
+    X, y = cli.read_csv_table(regression[0], "target")
+    seen = []
+    original = cli.split_task
+
+    def recording_split(X_, y_, fraction, seed, kind):
+        parts = original(X_, y_, fraction, seed, kind)
+        seen.append((len(X_), fraction, len(parts[0]), len(parts[2])))
+        return parts
+
+    monkeypatch.setattr(cli, "split_task", recording_split)
+    from sklearn_ml3.experiments import baselines
+
+    tuned_sizes = []
+    real_tune = baselines.tune_lr
+
+    def recording_tune(score, lr, **kwargs):
+        return real_tune(lambda lr_: (tuned_sizes.append(len(seen)), score(lr_))[1], lr, **kwargs)
+
+    monkeypatch.setattr(baselines, "tune_lr", recording_tune)
+    loss = LearnedLoss(hidden_layer_sizes=(4,), random_state=0)
+    rows = cli.evaluate_on_tables(loss, [(X, y)], [regression[0]], "regression", seeds=[0],
+                                  max_iter=2, test_fraction=0.3, hidden=[4])
+    # the test split (18 of 60) is cut first; tuning sees only the 42 training rows, split 31/11
+    assert seen[0] == (60, 0.3, 42, 18) and seen[1] == (42, 0.25, 31, 11)
+    assert tuned_sizes and {row["method"] for row in rows} == {
+        "learned loss", "squared_error, same lr", "squared_error, tuned lr (validation)"}
+
+
+def test_inputs_and_output_are_checked_before_training(tmp_path, csv_tasks, capsys, monkeypatch):
+    regression, _ = csv_tasks
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(LearnedLoss, "meta_fit", no_training)
+    base = ["meta-train", "--csv", str(regression[0]), "--target", "target"]
+    cases = [
+        (["--out", str(tmp_path / "missing" / "x.ml3")], "does not exist"),
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(regression[1])], "pass --force"),
+        (["--out", str(tmp_path / "x.ml3"), "--hidden", "0"], "hidden_layer_sizes"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    assert regression[1].read_text().startswith("x0,")  # the existing file is untouched
+
+    bad = write_csv(tmp_path / "bad.csv", np.zeros((5, 1)), ["a"] * 5)
+    bad.write_text(bad.read_text().replace("0.00000,a", "oops,a", 1))
+    for csv_file, target, message in [
+        (tmp_path / "none.csv", "target", "no CSV file"),
+        (regression[0], "price", "no column 'price'"),
+        (bad, "target", "column 'x0' is not a number"),
+    ]:
+        assert main(["meta-train", "--csv", str(csv_file), "--target", target,
+                     "--out", str(tmp_path / "y.ml3")]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["meta-train", "--csv", str(bad), "--target", "target", "--kind", "regression",
+                 "--out", str(tmp_path / "y.ml3")]) == 2
+    assert main(["meta-train", "--out", str(tmp_path / "y.ml3")]) == 2
+    assert "either a named task" in capsys.readouterr().err

@@ -24,13 +24,19 @@ SINE = SineTasks(amplitude=(0.5, 2.0), phase=(-1.0, 1.0), n_points=20)
 TEMPLATE = MetaLossRegressor(hidden_layer_sizes=(8,), lr=0.05)
 
 
+def _tiny_mlp(n_in, n_out):
+    return torch.nn.Sequential(torch.nn.Linear(n_in, 8), torch.nn.Tanh(),
+                               torch.nn.Linear(8, n_out))
+
+
 def _new_loss():
     return LearnedLoss(hidden_layer_sizes=(6, 6), random_state=0)
 
 
-def vmap_meta_fit(tmp_dir):
+def vmap_meta_fit(tmp_dir, tasks_per_iter=4):
     return _new_loss().meta_fit(SINE, estimator=TEMPLATE, n_meta_iter=6, inner_steps=2,
-                                tasks_per_iter=4, vectorize=True, random_state=1, verbose=0)
+                                tasks_per_iter=tasks_per_iter, vectorize=True, random_state=1,
+                                verbose=0)
 
 
 def loop_meta_fit_uneven_split(tmp_dir):
@@ -41,8 +47,7 @@ def loop_meta_fit_uneven_split(tmp_dir):
 
 
 def meta_train_resumed(tmp_dir):
-    problem = SupervisedProblem(SINE, lambda n_in, n_out: torch.nn.Sequential(
-        torch.nn.Linear(n_in, 8), torch.nn.Tanh(), torch.nn.Linear(8, n_out)))
+    problem = SupervisedProblem(SINE, _tiny_mlp)
     kwargs = dict(inner_steps=2, tasks_per_iter=2, inner_lr=0.05, random_state=3, verbose=0)
     if tmp_dir is None:  # the single-process reference runs uninterrupted
         loss = _new_loss()
@@ -64,8 +69,22 @@ def model_free_reacher(tmp_dir):
         rollouts_per_policy=2, loss_hidden_layer_sizes=(16,), random_state=0, verbose=0)
 
 
+def model_based_pointmass(tmp_dir):
+    # the ranks' real rollouts become everyone's model data before each refit
+    from rl.dynamics import DynamicsEnsemble
+    from rl.meta.model_based import meta_train_model_based_loss
+
+    return meta_train_model_based_loss(
+        "ml3/PointmassGoal-v0", [[1.0, 0.0], [0.5, 0.8], [0.8, -0.5]], n_meta_iter=4,
+        inner_steps=2, tasks_per_iter=2, policy_hidden=(8,), loss_hidden=(8,),
+        dynamics=DynamicsEnsemble(4, 2, n_members=2, hidden_layer_sizes=(16,), random_state=0),
+        n_random_episodes=2, initial_epochs=2, refit_every=2, refit_epochs=1, random_state=0,
+        verbose=0)
+
+
 SCENARIOS = {f.__name__: f for f in (vmap_meta_fit, loop_meta_fit_uneven_split,
-                                     meta_train_resumed, model_free_reacher)}
+                                     meta_train_resumed, model_free_reacher,
+                                     model_based_pointmass)}
 
 
 def _forbidden_write(*args, **kwargs):
@@ -79,6 +98,10 @@ def _rank_main(rank, port, out_dir):
     try:
         if rank != 0:
             engine._write_checkpoint = _forbidden_write
+        try:  # fewer tasks than processes: a clear error on every rank
+            vmap_meta_fit(None, tasks_per_iter=1)
+        except ValueError as error:
+            (out_dir / f"too_few_tasks.rank{rank}.txt").write_text(str(error))
         for name, scenario in SCENARIOS.items():
             loss = scenario(out_dir)
             torch.save({"phi": loss.network_.state_dict(),
@@ -86,6 +109,13 @@ def _rank_main(rank, port, out_dir):
                         "processes": loss.meta_info_["processes"],
                         "rollout_stats": loss.meta_info_.get("rollout_stats")},
                        out_dir / f"{name}.rank{rank}.pt")
+        try:  # a checkpoint that only rank 1 can read
+            path = out_dir / ("meta.ckpt" if rank == 1 else "missing.ckpt")
+            meta_train(_new_loss(), SupervisedProblem(SINE, _tiny_mlp), n_meta_iter=8,
+                       inner_steps=2, tasks_per_iter=2, inner_lr=0.05, random_state=3,
+                       verbose=0, checkpoint=path)
+        except ValueError as error:
+            (out_dir / f"unshared_checkpoint.rank{rank}.txt").write_text(str(error))
     finally:
         dist.destroy_process_group()
 
@@ -104,6 +134,10 @@ def two_rank_results(tmp_path_factory):
                        join=True, start_method="spawn")
     assert not dist.is_initialized()
     assert [p.name for p in out_dir.iterdir() if p.suffix == ".tmp"] == []
+    for rank in range(WORLD_SIZE):
+        assert "tasks_per_iter" in (out_dir / f"too_few_tasks.rank{rank}.txt").read_text()
+        assert "different iterations [0, 8]" in (
+            out_dir / f"unshared_checkpoint.rank{rank}.txt").read_text()
     return {(name, rank): torch.load(out_dir / f"{name}.rank{rank}.pt", weights_only=True)
             for name in SCENARIOS for rank in range(WORLD_SIZE)}
 
@@ -127,7 +161,8 @@ def test_two_processes_equal_one(two_rank_results, name):
                 [s["return"] for s in result["rollout_stats"]],
                 [s["return"] for s in single.meta_info_["rollout_stats"]], rtol=1e-5)
     # the weights moved, so equality is not that of two untouched networks
-    untouched = LearnedLoss(**single.get_config(), random_state=0).network_.state_dict()
+    untouched = LearnedLoss(**single.get_config(),
+                            random_state=single.random_state).network_.state_dict()
     assert any(not torch.allclose(reference[k], untouched[k]) for k in reference)
 
 

@@ -27,8 +27,9 @@ def sine_problem(**kwargs):
 
 
 def double_loss(seed=0, **kwargs):
+    # unfrozen: these tests take meta-gradients by hand, outside meta_train
     return LearnedLoss(hidden_layer_sizes=(6, 6), activation="tanh", random_state=seed,
-                       **kwargs).to(torch.float64)
+                       **kwargs).to(torch.float64).requires_grad_(True)
 
 
 def to64(tree):

@@ -223,6 +223,7 @@ def test_learned_lr_scales_the_gradient_and_survives_persistence(tmp_path):
     (auto,) = torch.autograd.grad(loss(x * t), t)
     torch.testing.assert_close(auto, grad)
     # ... while alpha itself stays differentiable w.r.t. phi (meta-training learns it)
+    loss.requires_grad_(True)
     loss(x * theta).backward()
     assert loss.network_.rate[-1].bias.grad.abs().item() > 0
 

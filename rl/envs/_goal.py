@@ -3,16 +3,27 @@
 Every goal environment keeps its goal as a persistent attribute (VecEnv
 auto-resets ignore ``reset`` options), appends it as the last ``goal_dim``
 entries of the observation, and samples goals per region so that meta-train
-and meta-test tasks can be kept apart.
+and meta-test tasks can be kept apart. With ``goal_observation="dict"`` the
+same env speaks gymnasium-robotics' goal-env form instead: a Dict observation
+(``observation``, ``achieved_goal``, ``desired_goal``) and a vectorised
+``compute_reward``, which is what SB3's ``HerReplayBuffer`` needs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
+from gymnasium import spaces
+
+from rl.envs import _backend as B
+from rl.envs._backend import Array
 
 REGIONS = ("right", "left", "all")
+GOAL_OBSERVATIONS = ("flat", "dict")
+#: Parts a flat observation can be built from, given its Dict form.
+LAYOUT_PARTS = ("observation", "goal_offset", "desired_goal")
 
 
 def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -64,20 +75,153 @@ def _real_numbers(value: Any) -> bool:
                and not isinstance(v, (bool, np.bool_)) for v in flat)
 
 
+def flat_observation(obs: Mapping[str, Array], layout: Sequence[str]) -> Array:
+    """The flat observation of a goal env rebuilt from its Dict form.
+
+    Parameters
+    ----------
+    obs : mapping with ``"observation"``, ``"achieved_goal"``, ``"desired_goal"``
+        Arrays or tensors with the same leading (batch) dimensions.
+    layout : sequence of {"observation", "goal_offset", "desired_goal"}
+        The env's :attr:`~GoalTaskMixin.observation_layout`; ``"goal_offset"``
+        is ``achieved_goal - desired_goal``.
+
+    Returns
+    -------
+    flat : array or tensor of shape (..., flat_dim)
+    """
+    parts = {"observation": obs["observation"], "desired_goal": obs["desired_goal"]}
+    if "goal_offset" in layout:
+        parts["goal_offset"] = obs["achieved_goal"] - obs["desired_goal"]
+    return B.concat([parts[name] for name in layout])
+
+
+def flat_observation_size(space: spaces.Dict, layout: Sequence[str]) -> int:
+    """Length of :func:`flat_observation` for observations of ``space``."""
+    sizes = {"observation": space["observation"].shape[-1],
+             "goal_offset": space["desired_goal"].shape[-1],
+             "desired_goal": space["desired_goal"].shape[-1]}
+    return int(sum(sizes[name] for name in layout))
+
+
 class GoalTaskMixin:
     """Goal handling shared by the ``ml3/*`` environments.
 
-    Subclasses define ``goal_dim``, ``default_goal`` and override
-    :meth:`check_goal_range` and :meth:`sample_tasks`; they call
-    :meth:`_init_goal` in ``__init__`` and :meth:`_goal_from_options` in
-    ``reset``.
+    Subclasses define ``goal_dim``, ``default_goal``, ``max_episode_steps``,
+    ``state_dim`` and ``achieved_goal_index`` (the env facts that meta-training
+    reads) and override :meth:`check_goal_range`, :meth:`sample_tasks` and
+    :meth:`achieved_goal`; they call :meth:`_init_goal` and
+    :meth:`_init_observation_space` in ``__init__``, :meth:`_goal_from_options`
+    in ``reset``, and build observations with :meth:`_observation`.
     """
 
-    goal_dim: int = 2
-    default_goal: tuple[float, ...] = (0.0, 0.0)
+    goal_dim: ClassVar[int] = 2
+    default_goal: ClassVar[tuple[float, ...]] = (0.0, 0.0)
+    #: Steps per episode; registered as ``max_episode_steps``, so ``gymnasium.make``
+    #: truncates there and meta-training reads its horizon from the registry.
+    max_episode_steps: ClassVar[int]
+    #: Size of the action.
+    action_dim: ClassVar[int]
+    #: Size of the physical state (:meth:`state_from_obs`).
+    state_dim: ClassVar[int]
+    #: Entries of the physical state that must reach the goal.
+    achieved_goal_index: ClassVar[tuple[int, ...]]
+    #: Entries of the physical state holding the time derivative of the achieved
+    #: goal, when the state has it.
+    achieved_goal_velocity_index: ClassVar[tuple[int, ...] | None] = None
+    #: How the flat observation is made of the Dict form's parts (:func:`flat_observation`).
+    observation_layout: ClassVar[tuple[str, ...]] = ("observation", "desired_goal")
+    #: ``info`` entries of reward terms that do not depend on the goal
+    #: (added by :meth:`compute_reward` when present).
+    goal_free_reward_keys: ClassVar[tuple[str, ...]] = ()
+    #: Weight of ``-||achieved_goal - desired_goal||`` in the reward.
+    goal_reward_weight: float = 1.0
 
     def _init_goal(self, goal: Any) -> None:
         self._goal = self.validate_goal(self.default_goal if goal is None else goal)
+
+    def _init_observation_space(self, flat_space: spaces.Box, goal_observation: str) -> None:
+        """Set ``observation_space`` to ``flat_space`` or to its Dict form."""
+        if goal_observation not in GOAL_OBSERVATIONS:
+            raise ValueError(
+                f"goal_observation must be one of {GOAL_OBSERVATIONS}, got {goal_observation!r}")
+        self.goal_observation = goal_observation
+        if goal_observation == "flat":
+            self.observation_space = flat_space
+            return
+        n_obs = flat_space.shape[0] - self.goal_dim * (len(self.observation_layout) - 1)
+        unbounded = np.full(self.goal_dim, np.inf, dtype=np.float32)
+        self.observation_space = spaces.Dict({
+            "observation": spaces.Box(flat_space.low[:n_obs], flat_space.high[:n_obs],
+                                      dtype=np.float32),
+            "achieved_goal": spaces.Box(-unbounded, unbounded, dtype=np.float32),
+            "desired_goal": spaces.Box(flat_space.low[-self.goal_dim:],
+                                       flat_space.high[-self.goal_dim:], dtype=np.float32),
+        })
+
+    def _observation(self, flat: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """The observation in this env's form, from the float64 flat one."""
+        if self.goal_observation == "flat":
+            return flat.astype(np.float32)
+        n_obs = self.observation_space["observation"].shape[0]
+        return {"observation": flat[:n_obs].astype(np.float32),
+                "achieved_goal": self.achieved_goal().astype(np.float32),
+                "desired_goal": self._goal.astype(np.float32)}
+
+    def achieved_goal(self) -> np.ndarray:
+        """What must reach the goal, now (float64, shape ``(goal_dim,)``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def state_from_obs(cls, obs: Array) -> Array:
+        """The goal-free physical state (``state_dim`` entries) in flat observations."""
+        return obs[..., : cls.state_dim]
+
+    @property
+    def compute_reward(self) -> Any:
+        """The vectorised ``compute_reward(achieved_goal, desired_goal, info)`` of Dict mode.
+
+        See :meth:`goal_reward`. Flat envs have no ``compute_reward`` attribute:
+        SB3's env checker and HER take any env that has one for a Dict goal env.
+        """
+        if self.goal_observation != "dict":
+            raise AttributeError("compute_reward exists with goal_observation='dict' only; "
+                                 "use goal_reward on a flat goal env")
+        return self.goal_reward
+
+    def goal_reward(self, achieved_goal: Any, desired_goal: Any, info: Any) -> Any:
+        """Reward for reaching ``achieved_goal`` when ``desired_goal`` is the goal (vectorised).
+
+        ``-goal_reward_weight * ||achieved_goal - desired_goal||`` plus the
+        goal-free terms of the reward found in ``info`` (e.g. a control cost;
+        pass ``copy_info_dict=True`` to ``HerReplayBuffer`` to keep them on
+        relabelled transitions). In ``goal_observation="dict"`` mode the step
+        reward is this function of the returned observation.
+
+        Parameters
+        ----------
+        achieved_goal, desired_goal : array-like of shape (goal_dim,) or (batch, goal_dim)
+        info : dict, or sequence of dicts of length batch
+
+        Returns
+        -------
+        reward : float or ndarray of shape (batch,)
+        """
+        achieved = np.asarray(achieved_goal)
+        distance = np.linalg.norm(achieved - np.asarray(desired_goal), axis=-1)
+        reward = -self.goal_reward_weight * distance
+        if self.goal_free_reward_keys:
+            infos = [info] if isinstance(info, Mapping) else list(info)
+            extra = np.array([sum(i.get(k, 0.0) for k in self.goal_free_reward_keys)
+                              for i in infos])
+            reward = reward + (extra[0] if isinstance(info, Mapping) else extra)
+        return reward.astype(np.float32) if achieved.dtype == np.float32 else reward
+
+    def _goal_reward(self, obs: Any, reward: float, info: dict[str, Any]) -> float:
+        """The step reward; in Dict mode recomputed from ``obs`` so that HER agrees exactly."""
+        if self.goal_observation == "flat":
+            return reward
+        return float(self.goal_reward(obs["achieved_goal"], obs["desired_goal"], info))
 
     @property
     def goal(self) -> np.ndarray:
@@ -120,6 +264,24 @@ class GoalTaskMixin:
             raise ValueError(f"{name} goal must be finite, got {arr.tolist()}")
         cls.check_goal_range(arr)
         return arr
+
+    @classmethod
+    def validate_goals(cls, goals: Any) -> np.ndarray:
+        """Return ``goals`` as a float64 ``(n_goals, goal_dim)`` array of valid goals.
+
+        A 1-D input is a list of goals when ``goal_dim == 1``; every goal goes
+        through :meth:`validate_goal`.
+        """
+        try:
+            arr = np.asarray(goals, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{cls.__name__} goals must be numeric, got {goals!r}") from exc
+        if arr.ndim == 1 and cls.goal_dim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[1] != cls.goal_dim or len(arr) == 0:
+            raise ValueError(f"goals must have shape (n_goals, {cls.goal_dim}) with n_goals >= 1 "
+                             f"for {cls.__name__}, got shape {arr.shape}")
+        return np.stack([cls.validate_goal(goal) for goal in arr])
 
     @classmethod
     def check_goal_range(cls, goal: np.ndarray) -> None:

@@ -32,18 +32,29 @@ class AntGoalEnv(GoalTaskMixin, AntEnv):
     goal_reward_weight : float, default=1.0
     success_threshold : float, default=0.5
         ``info["is_success"]`` when the torso is this close to the goal.
+    goal_observation : {"flat", "dict"}, default="flat"
+        ``"dict"``: gymnasium-robotics' goal-env form, a Dict observation
+        ``observation`` (qpos, qvel), ``achieved_goal`` (torso xy),
+        ``desired_goal``, with :meth:`compute_reward` (for HER).
     **kwargs
         Passed to :class:`gymnasium.envs.mujoco.ant_v5.AntEnv`.
     """
 
     goal_dim = 2
     default_goal = (2.0, 0.0)
+    action_dim = 8
+    max_episode_steps = 200
+    state_dim = 29  # qpos (15), qvel (14) with the default observation options
+    achieved_goal_index = (0, 1)
+    achieved_goal_velocity_index = (15, 16)
+    goal_free_reward_keys = ("reward_survive", "reward_ctrl", "reward_contact")
 
     def __init__(
         self,
         goal: Any = None,
         goal_reward_weight: float = 1.0,
         success_threshold: float = 0.5,
+        goal_observation: str = "flat",
         **kwargs: Any,
     ) -> None:
         self._init_goal(goal)
@@ -51,10 +62,14 @@ class AntGoalEnv(GoalTaskMixin, AntEnv):
         self.success_threshold = float(success_threshold)
         kwargs.setdefault("exclude_current_positions_from_observation", False)
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
+        # reset_model builds observations before __init__ returns
+        self.goal_observation = "flat"
         AntEnv.__init__(self, **kwargs)
-        utils.EzPickle.__init__(self, goal, goal_reward_weight, success_threshold, **kwargs)
+        utils.EzPickle.__init__(self, goal, goal_reward_weight, success_threshold,
+                                goal_observation, **kwargs)
         size = self.observation_space.shape[0] + self.goal_dim
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+        self._init_observation_space(
+            spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32), goal_observation)
 
     @classmethod
     def check_goal_range(cls, goal: np.ndarray) -> None:
@@ -79,21 +94,25 @@ class AntGoalEnv(GoalTaskMixin, AntEnv):
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any]]:
         """Ant-v5's reset; ``options={"goal": g}`` also sets the task."""
         self._goal_from_options(options)
         return super().reset(seed=seed, options=options)
 
+    def achieved_goal(self) -> np.ndarray:
+        """Current torso ``(x, y)``."""
+        return self.data.qpos[:2].copy()
+
     def _distance(self) -> float:
         return float(np.linalg.norm(self.data.qpos[:2] - self._goal))
 
-    def _get_obs(self) -> np.ndarray:
-        return np.concatenate([super()._get_obs(), self._goal]).astype(np.float32)
+    def _get_obs(self) -> np.ndarray | dict[str, np.ndarray]:
+        return self._observation(np.concatenate([super()._get_obs(), self._goal]))
 
     def _get_reset_info(self) -> dict[str, Any]:
         return {**super()._get_reset_info(), "distance": self._distance(), "goal": self.goal}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, _, terminated, truncated, info = super().step(self.validate_action(action))
         dist = self._distance()
         reward_goal = -self.goal_reward_weight * dist
@@ -104,4 +123,4 @@ class AntGoalEnv(GoalTaskMixin, AntEnv):
             is_success=dist < self.success_threshold,
             goal=self.goal,
         )
-        return obs, float(reward), terminated, truncated, info
+        return obs, self._goal_reward(obs, float(reward), info), terminated, truncated, info

@@ -62,54 +62,58 @@ class MountainCarGoalEnv(GoalTaskMixin, gym.Env):
     """Continuous mountain car that must reach a goal position (``ml3/MountainCarGoal-v0``).
 
     Observation ``(position, velocity, goal)`` (float32); action: power in
-    ``[-1, 1]``; reward ``-|position - goal|``; truncated after ``horizon``
-    steps, never terminated (the model-based rollouts have no termination
-    either). ``info["is_success"]`` is ``|position - goal| < success_threshold``.
+    ``[-1, 1]``; reward ``-|position - goal|``; never terminated (the
+    model-based rollouts have no termination either); ``gymnasium.make``
+    truncates after :attr:`max_episode_steps` steps. ``info["is_success"]``
+    is ``|position - goal| < success_threshold``.
 
     Parameters
     ----------
     goal : float or array-like of shape (1,), optional
         Goal position in ``[-1.2, 0.6]``; default 0.45 (the standard flag).
-    horizon : int, default=200
-        Steps per episode.
     init_low, init_high : float, default=-0.6, -0.4
         Start position range (at rest), as in gymnasium.
     success_threshold : float, default=0.05
+    goal_observation : {"flat", "dict"}, default="flat"
+        ``"dict"``: gymnasium-robotics' goal-env form, a Dict observation
+        ``observation`` (position, velocity), ``achieved_goal`` (position,),
+        ``desired_goal``, with :meth:`compute_reward` (for HER).
     render_mode : {"rgb_array"}, optional
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     goal_dim = 1
     default_goal = (0.45,)
+    action_dim = 1
+    max_episode_steps = 200
+    state_dim = 2
+    achieved_goal_index = (0,)
+    achieved_goal_velocity_index = (1,)
 
     def __init__(
         self,
         goal: Any = None,
-        horizon: int = 200,
         init_low: float = -0.6,
         init_high: float = -0.4,
         success_threshold: float = 0.05,
+        goal_observation: str = "flat",
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
         if not MIN_POSITION <= init_low <= init_high <= MAX_POSITION:
             raise ValueError(
                 f"need -1.2 <= init_low <= init_high <= 0.6, got {init_low}, {init_high}"
             )
         self._init_goal(goal)
-        self.horizon = int(horizon)
         self.init_low, self.init_high = float(init_low), float(init_high)
         self.success_threshold = float(success_threshold)
         self.render_mode = render_mode
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
         low = np.array([MIN_POSITION, -MAX_SPEED, MIN_POSITION], dtype=np.float32)
         high = np.array([MAX_POSITION, MAX_SPEED, MAX_POSITION], dtype=np.float32)
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self._init_observation_space(spaces.Box(low, high, dtype=np.float32), goal_observation)
         self._state = np.array([VALLEY_BOTTOM, 0.0])
-        self._t = 0
 
     @classmethod
     def validate_goal(cls, goal: Any) -> np.ndarray:
@@ -155,29 +159,32 @@ class MountainCarGoalEnv(GoalTaskMixin, gym.Env):
         """Physical state ``(position, velocity)`` (a copy)."""
         return self._state.copy()
 
-    def _obs(self) -> np.ndarray:
-        return np.concatenate([self._state, self._goal]).astype(np.float32)
+    def achieved_goal(self) -> np.ndarray:
+        """Current position, shape (1,)."""
+        return self._state[:1].copy()
+
+    def _obs(self) -> np.ndarray | dict[str, np.ndarray]:
+        return self._observation(np.concatenate([self._state, self._goal]))
 
     def _distance(self) -> float:
         return float(abs(self._state[0] - self._goal[0]))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any]]:
         """Reset at rest with position in ``[init_low, init_high]``; ``options={"goal": g}``."""
         super().reset(seed=seed)
         self._goal_from_options(options)
         self._state = np.array([self.np_random.uniform(self.init_low, self.init_high), 0.0])
-        self._t = 0
         return self._obs(), {"distance": self._distance(), "goal": self.goal}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         act = self.validate_action(action)
         self._state = mountain_car_step(self._state, act)
-        self._t += 1
         dist = self._distance()
         info = {"distance": dist, "is_success": dist < self.success_threshold, "goal": self.goal}
-        return self._obs(), -dist, False, self._t >= self.horizon, info
+        obs = self._obs()
+        return obs, self._goal_reward(obs, -dist, info), False, False, info
 
     def render(self) -> np.ndarray | None:
         """Return an RGB frame (track grey, goal red, car blue) in ``rgb_array`` mode."""

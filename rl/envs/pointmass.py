@@ -21,7 +21,6 @@ from rl.envs._raster import Canvas
 
 POINTMASS_DT = 0.1
 POINTMASS_MASS = 1.0
-POINTMASS_HORIZON = 30
 POINTMASS_GOAL_RANGE = 2.0
 
 
@@ -55,20 +54,23 @@ class PointmassGoalEnv(GoalTaskMixin, gym.Env):
     """2-D point mass reaching a goal (``ml3/PointmassGoal-v0``).
 
     Observation ``(x, y, vx, vy, goal_x, goal_y)`` (float32); action: force in
-    ``[-1, 1]^2``; reward ``-||p - goal||`` after the step; the episode is
-    truncated after ``horizon`` steps and never terminates.
-    ``info["is_success"]`` is ``distance < success_threshold``.
+    ``[-1, 1]^2``; reward ``-||p - goal||`` after the step; the episode never
+    terminates and ``gymnasium.make`` truncates it after
+    :attr:`max_episode_steps` steps (``max_episode_steps=`` of ``make``
+    changes that). ``info["is_success"]`` is ``distance < success_threshold``.
 
     Parameters
     ----------
     goal : array-like of shape (2,), optional
         Goal position in ``[-2, 2]^2``; default ``(1, 0)``.
-    horizon : int, default=30
-        Steps per episode.
     init_noise : float, default=0.05
         Start position is uniform in ``[-init_noise, init_noise]^2``, at rest.
     success_threshold : float, default=0.1
         Distance counted as success.
+    goal_observation : {"flat", "dict"}, default="flat"
+        ``"dict"``: gymnasium-robotics' goal-env form, a Dict observation
+        ``observation`` (x, y, vx, vy), ``achieved_goal`` (x, y),
+        ``desired_goal``, with :meth:`compute_reward` (for HER).
     render_mode : {"rgb_array"}, optional
     """
 
@@ -76,29 +78,30 @@ class PointmassGoalEnv(GoalTaskMixin, gym.Env):
     goal_dim = 2
     default_goal = (1.0, 0.0)
     dt = POINTMASS_DT
+    action_dim = 2
+    max_episode_steps = 30
+    state_dim = 4
+    achieved_goal_index = (0, 1)
+    achieved_goal_velocity_index = (2, 3)
 
     def __init__(
         self,
         goal: Any = None,
-        horizon: int = POINTMASS_HORIZON,
         init_noise: float = 0.05,
         success_threshold: float = 0.1,
+        goal_observation: str = "flat",
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
         self._init_goal(goal)
-        self.horizon = int(horizon)
         self.init_noise = float(init_noise)
         self.success_threshold = float(success_threshold)
         self.render_mode = render_mode
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
         high = np.array([np.inf] * 4 + [POINTMASS_GOAL_RANGE] * 2, dtype=np.float32)
-        self.observation_space = spaces.Box(-high, high, dtype=np.float32)
+        self._init_observation_space(spaces.Box(-high, high, dtype=np.float32), goal_observation)
         self._state = np.zeros(4)
-        self._t = 0
 
     @classmethod
     def check_goal_range(cls, goal: np.ndarray) -> None:
@@ -134,30 +137,33 @@ class PointmassGoalEnv(GoalTaskMixin, gym.Env):
         """Physical state ``(x, y, vx, vy)`` (a copy)."""
         return self._state.copy()
 
-    def _obs(self) -> np.ndarray:
-        return np.concatenate([self._state, self._goal]).astype(np.float32)
+    def achieved_goal(self) -> np.ndarray:
+        """Current position ``(x, y)``."""
+        return self._state[:2].copy()
+
+    def _obs(self) -> np.ndarray | dict[str, np.ndarray]:
+        return self._observation(np.concatenate([self._state, self._goal]))
 
     def _distance(self) -> float:
         return float(np.linalg.norm(self._state[:2] - self._goal))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any]]:
         """Reset to rest near the origin; ``options={"goal": g}`` also sets the task."""
         super().reset(seed=seed)
         self._goal_from_options(options)
         pos = self.np_random.uniform(-self.init_noise, self.init_noise, size=2)
         self._state = np.concatenate([pos, np.zeros(2)])
-        self._t = 0
         return self._obs(), {"distance": self._distance(), "goal": self.goal}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         act = self.validate_action(action)
         self._state = pointmass_step(self._state, act, self.dt)
-        self._t += 1
         dist = self._distance()
         info = {"distance": dist, "is_success": dist < self.success_threshold, "goal": self.goal}
-        return self._obs(), -dist, False, self._t >= self.horizon, info
+        obs = self._obs()
+        return obs, self._goal_reward(obs, -dist, info), False, False, info
 
     def render(self) -> np.ndarray | None:
         """Return an RGB frame (goal red, point mass blue) in ``rgb_array`` mode."""

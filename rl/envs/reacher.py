@@ -8,9 +8,12 @@ import numpy as np
 from gymnasium import spaces, utils
 from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 
+from rl.envs._backend import Array, concat
 from rl.envs._goal import GoalTaskMixin, sample_polar_goals
 
-REACHER_REACH = 0.21  # link lengths 0.1 + 0.11
+#: Link lengths of the MuJoCo Reacher arm.
+REACHER_LINKS = (0.1, 0.11)
+REACHER_REACH = sum(REACHER_LINKS)
 
 
 class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
@@ -34,6 +37,11 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
     reward_control_weight : float, default=0.0
         Weight of the control cost (Reacher-v5 uses 1 in the class, 0.1 in docs).
     success_threshold : float, default=0.02
+    goal_observation : {"flat", "dict"}, default="flat"
+        ``"dict"``: gymnasium-robotics' goal-env form, a Dict observation
+        ``observation`` (cos q, sin q, qd), ``achieved_goal`` (fingertip),
+        ``desired_goal``, with :meth:`compute_reward` (for HER); the reward is
+        then that of the state after the step.
     **kwargs
         Passed to :class:`gymnasium.envs.mujoco.reacher_v5.ReacherEnv`
         (``render_mode``, ``frame_skip``, ...).
@@ -41,19 +49,42 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
 
     goal_dim = 2
     default_goal = (0.1, 0.1)
+    action_dim = 2
+    max_episode_steps = 50
+    #: cos q (2), sin q (2), qd (2), fingertip (2)
+    state_dim = 8
+    achieved_goal_index = (6, 7)
+    link_lengths = REACHER_LINKS
+    observation_layout = ("observation", "goal_offset", "desired_goal")
+    goal_free_reward_keys = ("reward_ctrl",)
 
     def __init__(
         self,
         goal: Any = None,
         reward_control_weight: float = 0.0,
         success_threshold: float = 0.02,
+        goal_observation: str = "flat",
         **kwargs: Any,
     ) -> None:
         self._init_goal(goal)
         self.success_threshold = float(success_threshold)
+        # reset_model builds observations before __init__ returns
+        self.goal_observation = "flat"
         ReacherEnv.__init__(self, reward_control_weight=reward_control_weight, **kwargs)
-        utils.EzPickle.__init__(self, goal, reward_control_weight, success_threshold, **kwargs)
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(10,), dtype=np.float32)
+        utils.EzPickle.__init__(self, goal, reward_control_weight, success_threshold,
+                                goal_observation, **kwargs)
+        self._init_observation_space(
+            spaces.Box(-np.inf, np.inf, shape=(10,), dtype=np.float32), goal_observation)
+
+    @property
+    def goal_reward_weight(self) -> float:
+        """Reacher-v5's ``reward_dist_weight``."""
+        return self._reward_dist_weight
+
+    @classmethod
+    def state_from_obs(cls, obs: Array) -> Array:
+        """``cos q, sin q, qd`` and the fingertip (flat observations hold fingertip - goal)."""
+        return concat([obs[..., :6], obs[..., 6:8] + obs[..., 8:10]])
 
     @classmethod
     def check_goal_range(cls, goal: np.ndarray) -> None:
@@ -81,14 +112,16 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
         """Current fingertip ``(x, y)``."""
         return self.get_body_com("fingertip")[:2].copy()
 
+    achieved_goal = fingertip
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any]]:
         """Reset the arm near ``q = 0``; ``options={"goal": g}`` also sets the task."""
         self._goal_from_options(options)
         return super().reset(seed=seed, options=options)
 
-    def reset_model(self) -> np.ndarray:
+    def reset_model(self) -> np.ndarray | dict[str, np.ndarray]:
         qpos = self.init_qpos + self.np_random.uniform(-0.1, 0.1, size=self.model.nq)
         qpos[-2:] = self._goal
         qvel = self.init_qvel + self.np_random.uniform(-0.005, 0.005, size=self.model.nv)
@@ -102,9 +135,9 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
     def _distance(self) -> float:
         return float(np.linalg.norm(self.fingertip() - self._goal))
 
-    def _get_obs(self) -> np.ndarray:
+    def _get_obs(self) -> np.ndarray | dict[str, np.ndarray]:
         theta = self.data.qpos[:2]
-        return np.concatenate(
+        return self._observation(np.concatenate(
             [
                 np.cos(theta),
                 np.sin(theta),
@@ -112,10 +145,10 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
                 self.fingertip() - self._goal,
                 self._goal,
             ]
-        ).astype(np.float32)
+        ))
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = super().step(self.validate_action(action))
         dist = self._distance()
         info.update(distance=dist, is_success=dist < self.success_threshold, goal=self.goal)
-        return obs, float(reward), terminated, truncated, info
+        return obs, self._goal_reward(obs, float(reward), info), terminated, truncated, info

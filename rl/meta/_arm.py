@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-#: Link lengths of ``ml3/ReacherGoal-v0`` (MuJoCo Reacher: 0.1 + 0.11).
-REACHER_LINKS = (0.1, 0.11)
+from rl.envs.reacher import REACHER_LINKS
 
 
 def arm_jacobian_t(cos_q: torch.Tensor, sin_q: torch.Tensor, offset: torch.Tensor,

@@ -42,10 +42,11 @@ import torch
 from torch import nn
 
 from rl.dynamics import DynamicsEnsemble
-from rl.meta._arm import REACHER_LINKS, in_frame, joint_frame
+from rl.envs import env_class
+from rl.meta._arm import in_frame, joint_frame
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import build_seeded, seed_from
-from sklearn_ml3.meta import meta_train, torch_optimizer
+from sklearn_ml3.meta import TaskObjective, distributed, meta_test, meta_train
 
 Params = dict[str, torch.Tensor]
 
@@ -53,7 +54,7 @@ Params = dict[str, torch.Tensor]
 # ------------------------------------------------------------ environments
 @dataclass(frozen=True)
 class GoalEnvSpec:
-    """How model-based ML3 reads one goal environment.
+    """How model-based ML3 reads one goal environment (from the env class's facts).
 
     Attributes
     ----------
@@ -88,11 +89,7 @@ class GoalEnvSpec:
 
     def state_from_obs(self, obs: np.ndarray) -> np.ndarray:
         """The goal-free physical state in an observation."""
-        obs = np.asarray(obs, dtype=np.float64)
-        if self.env_id == "ml3/ReacherGoal-v0":
-            # cos q, sin q, qd, and the fingertip (obs stores fingertip - goal, then goal)
-            return np.concatenate([obs[:6], obs[6:8] + obs[8:10]])
-        return obs[: self.state_dim]
+        return env_class(self.env_id).state_from_obs(np.asarray(obs, dtype=np.float64))
 
     def make(self) -> gym.Env:
         return gym.make(self.env_id, **self.make_kwargs)
@@ -101,11 +98,17 @@ class GoalEnvSpec:
         return self.make().unwrapped.sample_tasks(n, rng, region)
 
 
+def _goal_env_spec(env_id: str, make_kwargs: dict) -> GoalEnvSpec:
+    cls = env_class(env_id)
+    return GoalEnvSpec(env_id, cls.state_dim, cls.action_dim, cls.goal_dim,
+                       cls.achieved_goal_index, cls.achieved_goal_velocity_index,
+                       gym.spec(env_id).max_episode_steps, make_kwargs,
+                       getattr(cls, "link_lengths", None))
+
+
 ENV_SPECS = {
-    "ml3/PointmassGoal-v0": GoalEnvSpec(
-        "ml3/PointmassGoal-v0", 4, 2, 2, (0, 1), (2, 3), 30, {"init_noise": 0.0}),
-    "ml3/ReacherGoal-v0": GoalEnvSpec(
-        "ml3/ReacherGoal-v0", 8, 2, 2, (6, 7), None, 50, {}, REACHER_LINKS),
+    "ml3/PointmassGoal-v0": _goal_env_spec("ml3/PointmassGoal-v0", {"init_noise": 0.0}),
+    "ml3/ReacherGoal-v0": _goal_env_spec("ml3/ReacherGoal-v0", {}),
 }
 #: Seed of every reset: the start state is the same in every rollout, and the
 #: model's rollouts start from it too.
@@ -326,6 +329,8 @@ class ModelBasedProblem:
     task loss is the final distance to the goal of a rollout of the updated
     policy through ``dynamics``. Every real rollout is stored as model data;
     :meth:`refit` adds exploratory rollouts and refits the model.
+    Under ``torch.distributed``, :meth:`share_rollouts` gives every rank the
+    rollouts of all ranks' tasks, so that their models stay identical.
 
     Parameters
     ----------
@@ -355,11 +360,7 @@ class ModelBasedProblem:
                  random_state=None) -> None:
         self.spec = env_spec(env_id)
         self.features = _check_feature_set(self.spec, features)
-        goals = np.asarray(goals, dtype=np.float64)
-        if goals.ndim != 2 or goals.shape[1] != self.spec.goal_dim or len(goals) == 0:
-            raise ValueError(
-                f"goals must have shape (n_goals, {self.spec.goal_dim}), got {goals.shape}"
-            )
+        goals = env_class(env_id).validate_goals(goals)
         if model_member not in ("mean", "random"):
             raise ValueError(f"model_member must be 'mean' or 'random', got {model_member!r}")
         if (dynamics.state_dim, dynamics.action_dim) != (self.spec.state_dim,
@@ -369,9 +370,6 @@ class ModelBasedProblem:
                 f"action_dim {self.spec.action_dim}, got {dynamics.state_dim} and "
                 f"{dynamics.action_dim}"
             )
-        env = self.spec.make().unwrapped
-        for goal in goals:
-            env.validate_goal(goal)
         self.goals = goals
         self.dynamics = dynamics
         self.policy_hidden = tuple(int(h) for h in policy_hidden)
@@ -382,6 +380,7 @@ class ModelBasedProblem:
         self.rollouts = _Rollouts(self.spec, self.policy)
         self._data: list[tuple[np.ndarray, np.ndarray]] = []  # (states, actions) per rollout
         self._recent: dict[tuple[float, ...], tuple[np.ndarray, Params]] = {}
+        self._unshared: list[tuple[np.ndarray, np.ndarray, np.ndarray, Params]] = []
 
     # ------------------------------------------------------------ model data
     def record(self, states: np.ndarray, actions: np.ndarray) -> None:
@@ -437,16 +436,37 @@ class ModelBasedProblem:
     def loss_inputs(self, params: Params, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
         goal = task.numpy().astype(np.float64)
         states, actions, _ = self.rollouts.real(params, goal)
-        self.record(states, actions)
-        self._recent[tuple(goal)] = (goal, {k: v.detach() for k, v in params.items()})
+        rollout = (states, actions, goal, {k: v.detach() for k, v in params.items()})
+        if distributed.is_distributed():
+            self._unshared.append(rollout)  # recorded in task order by share_rollouts
+        else:
+            self._remember(*rollout)
         states_t = torch.as_tensor(states[:-1], dtype=torch.float32)
         # the same actions as in the rollout, now differentiable w.r.t. params
         actions_t = self.rollouts.act(params, states_t, task)
         return loss_features(self.spec, states_t, actions_t, task, self.features)
 
+    def _remember(self, states, actions, goal, params) -> None:
+        self.record(states, actions)
+        self._recent[tuple(goal)] = (goal, params)
+
+    def share_rollouts(self) -> None:
+        """Record the rollouts of every rank's tasks since the last call, in task order.
+
+        Call it on all ranks after every meta-iteration; a no-op without a
+        process group (rollouts are then recorded as they happen).
+        """
+        for rollout in distributed.gather_lists(self._unshared):
+            self._remember(*rollout)
+        self._unshared = []
+
     def task_loss(self, params: Params, task: torch.Tensor) -> torch.Tensor:
         member = None
         if self.model_member == "random":
+            if distributed.is_distributed():
+                raise ValueError("model_member='random' draws members per rank, which differs "
+                                 "between processes; use model_member='mean' under "
+                                 "torch.distributed")
             member = int(self.rng.integers(self.dynamics.n_members))
         return self.rollouts.model(params, task, self.dynamics, member)
 
@@ -572,6 +592,7 @@ def meta_train_model_based_loss(
                        learned_lr=learned_lr, random_state=int(rng.integers(2**31 - 1)))
 
     def refit(iteration: int, _value: float) -> None:
+        problem.share_rollouts()
         if refit_every and (iteration + 1) % refit_every == 0 and iteration + 1 < n_meta_iter:
             problem.refit(n_epochs=refit_epochs)
 
@@ -590,14 +611,8 @@ def meta_train_model_based_loss(
 # ---------------------------------------------------------------- meta-test
 def _as_goals(spec: GoalEnvSpec, goal) -> tuple[np.ndarray, bool]:
     """Validated goals as ``(n_goals, goal_dim)`` and whether a single goal was given."""
-    goals = np.asarray(goal, dtype=np.float64)
-    single = goals.ndim == 1
-    goals = np.atleast_2d(goals)
-    if goals.ndim != 2 or len(goals) == 0:
-        raise ValueError(f"goal must have shape ({spec.goal_dim},) or (n_goals, "
-                         f"{spec.goal_dim}), got {np.shape(goal)}")
-    env = spec.make().unwrapped
-    return np.stack([env.validate_goal(g) for g in goals]), single
+    single = np.ndim(goal) == 1
+    return env_class(spec.env_id).validate_goals(np.atleast_2d(goal) if single else goal), single
 
 
 def _stacked_policies(spec: GoalEnvSpec, hidden: Sequence[int], n: int,
@@ -614,67 +629,68 @@ def _unstack(params: Params, i: int) -> Params:
     return {k: v[i].detach() for k, v in params.items()}
 
 
-def _train_policies(spec, goals, single, n_updates, lr, hidden, random_state, eval_every,
-                    objective):
-    """SGD on ``objective(params, rollouts, goals_t, real_states)`` for one policy per goal.
+class _PolicyBatch:
+    """One policy per goal, trained together as stacked parameters (a meta-test problem).
 
-    ``real_states`` is the list of real-environment trajectories of the
-    current policies when the objective needs them, else None. Returns the
-    final parameters and the real-environment final distances.
+    The task is the ``(n_goals, goal_dim)`` tensor of goals; :meth:`apply_loss`
+    sums the per-goal losses, so every policy follows its own gradient.
     """
-    if n_updates < 0 or eval_every < 1:
-        raise ValueError(f"n_updates must be >= 0 and eval_every >= 1, got {n_updates}, "
-                         f"{eval_every}")
-    rollouts = _Rollouts(spec, GoalPolicy(spec, hidden))
-    params = _stacked_policies(spec, hidden, len(goals), random_state)
-    goals_t = torch.as_tensor(goals, dtype=torch.float32)
-    optimizer = torch_optimizer("sgd", list(params.values()), lr)
-    distances, steps = [], []
-    for step in range(int(n_updates) + 1):
-        real = None
-        if objective.needs_real or step % eval_every == 0 or step == n_updates:
-            real = [rollouts.real(_unstack(params, i), g) for i, g in enumerate(goals)]
-        if step % eval_every == 0 or step == n_updates:
-            distances.append([r[2] for r in real])
-            steps.append(step)
-        if step == n_updates:
-            break
-        value = objective(params, rollouts, goals_t, real)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-    distances = np.asarray(distances).T  # (n_goals, n_evaluations)
-    params = {k: v.detach() for k, v in params.items()}
-    if single:
-        return _unstack(params, 0), distances[0], np.asarray(steps)
-    return params, distances, np.asarray(steps)
 
+    def __init__(self, spec: GoalEnvSpec, hidden: Sequence[int], goals: np.ndarray,
+                 features: str = "auto"):
+        self.spec, self.hidden, self.goals, self.features = spec, tuple(hidden), goals, features
+        self.rollouts = _Rollouts(spec, GoalPolicy(spec, hidden))
 
-class _LearnedLossObjective:
-    needs_real = True
+    def init_params(self, task, seed: int) -> Params:
+        return _stacked_policies(self.spec, self.hidden, len(self.goals), seed)
 
-    def __init__(self, loss: LearnedLoss, spec: GoalEnvSpec, features: str):
-        self.loss, self.spec, self.features = loss, spec, features
+    def real(self, params: Params) -> list:
+        return [self.rollouts.real(_unstack(params, i), g) for i, g in enumerate(self.goals)]
 
-    def __call__(self, params, rollouts, goals_t, real):
-        states = torch.as_tensor(np.stack([r[0][:-1] for r in real]), dtype=torch.float32)
+    def distances(self, params: Params, task) -> np.ndarray:
+        """Real-environment final distance of every goal's policy (the metric)."""
+        return np.asarray([r[2] for r in self.real(params)])
+
+    def apply_loss(self, loss: LearnedLoss, params: Params, goals_t: torch.Tensor
+                   ) -> torch.Tensor:
+        states = torch.as_tensor(np.stack([r[0][:-1] for r in self.real(params)]),
+                                 dtype=torch.float32)
 
         def one(p, s, g):
-            return self.loss(*loss_features(self.spec, s, rollouts.act(p, s, g), g,
-                                            self.features))
+            return loss(*loss_features(self.spec, s, self.rollouts.act(p, s, g), g, self.features))
 
         return torch.func.vmap(one)(params, states, goals_t).sum()
 
+    def through_model(self, dynamics: DynamicsEnsemble) -> TaskObjective:
+        """The baseline's objective: summed final distances through ``dynamics`` (frozen copy)."""
+        frozen = copy.deepcopy(dynamics).requires_grad_(False)
 
-class _ModelObjective:
-    needs_real = False
+        def model_distance(params, goals_t):
+            one = lambda p, g: self.rollouts.model(p, g, frozen)  # noqa: E731
+            return torch.func.vmap(one)(params, goals_t).sum()
 
-    def __init__(self, dynamics: DynamicsEnsemble):
-        self.dynamics = copy.deepcopy(dynamics).requires_grad_(False)
+        return TaskObjective(model_distance)
 
-    def __call__(self, params, rollouts, goals_t, real):
-        one = lambda p, g: rollouts.model(p, g, self.dynamics)  # noqa: E731
-        return torch.func.vmap(one)(params, goals_t).sum()
+
+def _meta_test_policies(spec, goals, single, n_updates, lr, hidden, random_state, eval_every,
+                        loss=None, dynamics=None, features="auto"):
+    """SGD with the learned ``loss`` (or through ``dynamics``) for one policy per goal.
+
+    Returns the final parameters and the real-environment final distances.
+    """
+    batch = _PolicyBatch(spec, hidden, goals, features)
+    objective = loss if loss is not None else batch.through_model(dynamics)
+    seed = seed_from(random_state)
+    if seed is None:
+        seed = seed_from(np.random.default_rng())
+    result = meta_test(batch, objective, [torch.as_tensor(goals, dtype=torch.float32)],
+                       n_updates=n_updates, metric=batch.distances, init_seeds=[[seed]],
+                       lr=lr, optimizer="sgd", eval_every=eval_every, keep_params=True)
+    distances = result.curves[0, 0].T  # (n_goals, n_evaluations)
+    params = result.params[0][0]
+    if single:
+        return _unstack(params, 0), distances[0]
+    return params, distances
 
 
 def train_policy_with_loss(
@@ -746,10 +762,8 @@ def train_policy_with_loss(
     if policy_hidden is None:
         policy_hidden = info["hidden_layer_sizes"] if info else (32, 32)
     goals, single = _as_goals(spec, goal)
-    params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
-                                           random_state, eval_every,
-                                           _LearnedLossObjective(loss, spec, features))
-    return params, distances
+    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
+                               eval_every, loss=loss, features=features)
 
 
 def train_policy_with_model(
@@ -773,9 +787,8 @@ def train_policy_with_model(
     """
     spec = env_spec(env_id)
     goals, single = _as_goals(spec, goal)
-    params, distances, _ = _train_policies(spec, goals, single, n_updates, lr, policy_hidden,
-                                           random_state, eval_every, _ModelObjective(dynamics))
-    return params, distances
+    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
+                               eval_every, dynamics=dynamics)
 
 
 def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,

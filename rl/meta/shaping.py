@@ -20,7 +20,7 @@ In both, the learned loss (``LearnedLoss(kind="features")``) reads one row
 per time step of the policy's own rollout: the state features, the action
 (differentiable w.r.t. the policy) and the goal. At meta-test,
 :func:`train_policy_with_loss` trains a fresh policy with the learned loss
-alone; it reads only ``task.goal``, never ``task.extra``.
+alone through :func:`sklearn_ml3.meta.meta_test`, which hides ``task.extra``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from sklearn_ml3._utils import build_seeded
-from sklearn_ml3.meta.optim import torch_optimizer
+from sklearn_ml3.meta import TaskObjective, meta_test
 
 Params = dict[str, torch.Tensor]
 
@@ -96,15 +96,8 @@ class _TwinGoalProblem:
     n_features: int
     horizon: int
 
-    def __init__(self, goals, goal_dim: int, policy_hidden: Sequence[int] | None) -> None:
-        goals = np.asarray(goals, dtype=np.float64)
-        if goals.ndim == 1 and goal_dim == 1:
-            goals = goals[:, None]
-        if goals.ndim != 2 or goals.shape[1] != goal_dim or len(goals) == 0:
-            raise ValueError(f"goals must have shape (n_goals, {goal_dim}), got {goals.shape}")
-        if not np.all(np.isfinite(goals)):
-            raise ValueError("goals must be finite")
-        self.goals = goals
+    def __init__(self, goals, env_class: type, policy_hidden: Sequence[int] | None) -> None:
+        self.goals = env_class.validate_goals(goals)
         if policy_hidden is None:
             self.policy_hidden = None
         else:
@@ -253,14 +246,12 @@ class MountainCarShapingProblem(_TwinGoalProblem):
             raise ValueError(f"loss_features must be 'relative' or 'absolute', got "
                              f"{loss_features!r}")
         self.loss_features = loss_features
-        from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION
+        from rl.envs.mountain_car import MAX_POSITION, MIN_POSITION, MountainCarGoalEnv
 
         if int(horizon) < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
         self.horizon = int(horizon)
-        super().__init__(goals, 1, policy_hidden)
-        if np.any(self.goals < MIN_POSITION) or np.any(self.goals > MAX_POSITION):
-            raise ValueError(f"goal positions must lie in [{MIN_POSITION}, {MAX_POSITION}]")
+        super().__init__(goals, MountainCarGoalEnv, policy_hidden)
         if not MIN_POSITION <= float(intermediate) <= MAX_POSITION:
             raise ValueError(f"intermediate must lie in [{MIN_POSITION}, {MAX_POSITION}], "
                              f"got {intermediate}")
@@ -373,7 +364,8 @@ class ReacherExpertProblem(_TwinGoalProblem):
         Meta-training targets (within reach).
     shaped : bool, default=True
     beta, gamma : float, default=0.0, 1.0
-    horizon : int, default=50
+    horizon : int, optional
+        Steps per rollout; default: ``ReacherGoalEnv.max_episode_steps`` (50).
     expert_iter : int, default=30
         iLQR iterations per expert plan.
     policy_hidden : sequence of int, default=(32, 32)
@@ -383,16 +375,15 @@ class ReacherExpertProblem(_TwinGoalProblem):
     n_features = 10
 
     def __init__(self, goals, *, shaped: bool = True, beta: float = 0.0, gamma: float = 1.0,
-                 horizon: int = 50, expert_iter: int = 30,
+                 horizon: int | None = None, expert_iter: int = 30,
                  policy_hidden: Sequence[int] = (32, 32)) -> None:
-        from rl.envs.reacher import REACHER_REACH
+        from rl.envs.reacher import ReacherGoalEnv
 
+        horizon = ReacherGoalEnv.max_episode_steps if horizon is None else horizon
         if int(horizon) < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
         self.horizon = int(horizon)
-        super().__init__(goals, 2, policy_hidden)
-        if np.any(np.linalg.norm(self.goals, axis=1) > REACHER_REACH):
-            raise ValueError(f"targets must be within reach (norm <= {REACHER_REACH})")
+        super().__init__(goals, ReacherGoalEnv, policy_hidden)
         self.shaped = bool(shaped)
         self.beta, self.gamma = _check_weights(self.shaped, beta, gamma)
         self.expert_iter = int(expert_iter)
@@ -484,8 +475,7 @@ def train_policy_with_loss(problem: _TwinGoalProblem, loss, task: GoalTask, *,
     params : dict
         The trained policy's parameters.
     """
-    return _train(problem, lambda p: loss(*problem.loss_inputs(p, task)), task,
-                  n_updates, lr, solver, seed)
+    return _meta_test_one(problem, loss, task, n_updates, lr, solver, seed)
 
 
 def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_updates: int,
@@ -496,29 +486,14 @@ def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_up
     The hand-written loss of the model-based setting (no extra information).
     Same returns as :func:`train_policy_with_loss`.
     """
-    return _train(problem, lambda p: problem.final_distance(p, task), task, n_updates, lr,
-                  solver, seed)
+    return _meta_test_one(problem, TaskObjective(problem.final_distance, "final_distance"),
+                          task, n_updates, lr, solver, seed)
 
 
-def _train(problem, objective, task, n_updates, lr, solver, seed):
-    if int(n_updates) < 0:
-        raise ValueError(f"n_updates must be non-negative, got {n_updates}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
-    params = {k: v.requires_grad_() for k, v in problem.init_params(task, seed).items()}
-    optimizer = torch_optimizer(solver, list(params.values()), lr)
-
-    def distance() -> float:
-        with torch.no_grad():
-            return float(problem.final_distance(params, task))
-
-    curve = [distance()]
-    for _ in range(int(n_updates)):
-        optimizer.zero_grad(set_to_none=True)
-        objective(params).backward()
-        optimizer.step()
-        curve.append(distance())
-    return np.asarray(curve), {k: v.detach().clone() for k, v in params.items()}
+def _meta_test_one(problem, loss, task, n_updates, lr, solver, seed):
+    result = meta_test(problem, loss, [task], n_updates=n_updates, metric=problem.final_distance,
+                       init_seeds=[[seed]], lr=lr, optimizer=solver, keep_params=True)
+    return result.curves[0, 0], result.params[0][0]
 
 
 def behaviour_cloning(problem: ReacherExpertProblem, tasks: Sequence[GoalTask], *,
@@ -562,7 +537,7 @@ def evaluate_in_env(problem: _TwinGoalProblem, params: Params, goal, *, seed: in
     if isinstance(problem, MountainCarShapingProblem):
         from rl.envs.mountain_car import VALLEY_BOTTOM
 
-        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), horizon=n_steps,
+        env = gym.make("ml3/MountainCarGoal-v0", goal=float(goal[0]), max_episode_steps=n_steps,
                        init_low=VALLEY_BOTTOM, init_high=VALLEY_BOTTOM)
 
         def obs_to_features(obs):

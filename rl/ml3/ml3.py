@@ -15,12 +15,11 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
-from stable_baselines3.common.utils import explained_variance
-from torch.nn import functional as F
 
+from rl.envs import flat_observation, flat_observation_size
 from rl.meta.model_free import EXTRA_FEATURES, check_features, loss_features
 from rl.ml3._safe_load import SAFE_DATA_KEY, read_data_json, safe_load_data, safe_replacements
-from rl.ml3.policies import ML3Policy
+from rl.ml3.policies import ML3MultiInputPolicy, ML3Policy
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._artifact import check_config, check_meta_info
 from sklearn_ml3.meta import torch_optimizer_spec
@@ -55,10 +54,20 @@ class _LearnedLossMixin:
     constructor config, ``meta_info_`` and ``meta_history_`` travel as plain
     JSON data (``_learned_loss_spec``), from which :meth:`_setup_learned_loss`
     rebuilds the network on :meth:`load`.
+
+    On Dict observations (``goal_observation="dict"`` envs) the loss reads the
+    flat observation rebuilt from the Dict with the env's
+    ``observation_layout`` (recorded on the model, saved with it), so it sees
+    the same features as on the flat env.
     """
 
     learned_loss: LearnedLoss | None
     goal_dim: int
+    observation_layout: tuple[str, ...] | None = None
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._setup_learned_loss()
 
     def _store_learned_loss(self, learned_loss: LearnedLoss | None, goal_dim: int | None) -> None:
         if learned_loss is not None and not isinstance(learned_loss, LearnedLoss):
@@ -96,7 +105,7 @@ class _LearnedLossMixin:
         self.learned_loss.to(self.device)
         for param in self.learned_loss.parameters():
             param.requires_grad_(False)
-        obs_dim = int(np.prod(self.observation_space.shape))
+        obs_dim = self._flat_observation_size()
         act_dim = int(np.prod(self.action_space.shape))
         features = _policy_info(self.learned_loss).get("features", "plain")
         check_features(features, obs_dim, act_dim)
@@ -114,16 +123,36 @@ class _LearnedLossMixin:
             raise ValueError(f"the learned loss was meta-trained on {trained_obs}-dimensional "
                              f"observations, this env has {obs_dim}")
 
-    def _raw_observations(self, obs: th.Tensor) -> th.Tensor:
-        """Observations as the env produced them (the loss was meta-trained on those)."""
+    def _flat_observation_size(self) -> int:
+        if not isinstance(self.observation_space, spaces.Dict):
+            return int(np.prod(self.observation_space.shape))
+        if self.observation_layout is None:
+            if self.env is None:
+                raise ValueError("a Dict observation space needs the env to tell its "
+                                 "observation_layout; pass env=")
+            layouts = self.env.get_attr("observation_layout")
+            if not layouts or layouts[0] is None:
+                raise ValueError("Dict observations need a goal env with observation_layout "
+                                 "(an ml3/* env made with goal_observation='dict')")
+            self.observation_layout = tuple(layouts[0])
+        return flat_observation_size(self.observation_space, self.observation_layout)
+
+    def _raw_observations(self, obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+        """Flat observations as the env produced them (the loss was meta-trained on those)."""
         vec_normalize = self.get_vec_normalize_env()
         if vec_normalize is not None and vec_normalize.norm_obs:
-            raw = vec_normalize.unnormalize_obs(obs.detach().cpu().numpy())
-            obs = th.as_tensor(raw, device=obs.device)
+            numpy_obs = ({k: v.detach().cpu().numpy() for k, v in obs.items()}
+                         if isinstance(obs, dict) else obs.detach().cpu().numpy())
+            raw = vec_normalize.unnormalize_obs(numpy_obs)
+            obs = ({k: th.as_tensor(v, device=self.device) for k, v in raw.items()}
+                   if isinstance(raw, dict) else th.as_tensor(raw, device=self.device))
         # float64 observations (e.g. MuJoCo's) would otherwise change the loss's dtype
+        if isinstance(obs, dict):
+            parts = {k: v.to(th.float32).reshape(len(v), -1) for k, v in obs.items()}
+            return flat_observation(parts, self.observation_layout)
         return obs.to(th.float32).reshape(len(obs), -1)
 
-    def _learned_loss_value(self, obs: th.Tensor, actions: th.Tensor,
+    def _learned_loss_value(self, obs: th.Tensor | dict[str, th.Tensor], actions: th.Tensor,
                             log_prob: th.Tensor) -> th.Tensor:
         """Mean learned loss over rows ``(obs, action, log_prob, goal)``, goal = obs tail."""
         raw = self._raw_observations(obs)
@@ -207,11 +236,13 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     Parameters
     ----------
     policy : str or type
-        ``"MlpPolicy"`` (:class:`~rl.ML3Policy`) or a subclass of SB3's
-        ``ActorCriticPolicy``; any actor architecture works.
+        ``"MlpPolicy"`` (:class:`~rl.ML3Policy`), ``"MultiInputPolicy"``
+        (:class:`~rl.ml3.ML3MultiInputPolicy`, for Dict observations) or a
+        subclass of SB3's ``ActorCriticPolicy``; any actor architecture works.
     env : gymnasium.Env, VecEnv or str
         Its observation must end with the goal (``goal_dim`` entries), as in
-        the ``ml3/*`` goal environments.
+        the ``ml3/*`` goal environments, or be their Dict form
+        (``goal_observation="dict"``).
     learned_loss : LearnedLoss
         A policy loss from :func:`rl.meta_train_policy_loss` (``kind="features"``).
     learning_rate : float or schedule, optional
@@ -242,14 +273,14 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     >>> import gymnasium as gym  # doctest: +SKIP
     >>> from rl import ML3
     >>> from sklearn_ml3 import LearnedLoss
-from sklearn_ml3._artifact import check_config, check_meta_info
     >>> env = gym.make("ml3/ReacherGoal-v0", goal=[0.1, -0.1])  # doctest: +SKIP
     >>> loss = LearnedLoss.load("reacher.ml3")  # doctest: +SKIP
     >>> model = ML3("MlpPolicy", env, learned_loss=loss)  # doctest: +SKIP
     >>> model.learn(total_timesteps=20_000, progress_bar=True)  # doctest: +SKIP
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": ML3Policy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ML3Policy, "MultiInputPolicy": ML3MultiInputPolicy}
 
     def __init__(
         self,
@@ -331,10 +362,6 @@ from sklearn_ml3._artifact import check_config, check_meta_info
         if _init_setup_model:
             self._setup_model()
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        self._setup_learned_loss()
-
     def train(self) -> None:
         """Mini-batch steps on the learned loss over the rollout buffer (no rewards)."""
         self.policy.set_training_mode(True)
@@ -412,73 +439,39 @@ class LearnedLossPPO(_LearnedLossMixin, PPO):
         if _init_setup_model:
             self._setup_model()
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        self._setup_learned_loss()
-
     def train(self) -> None:
-        """PPO's update (clipped surrogate, value, entropy) plus the weighted learned term."""
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
-        clip_range_vf = None
-        if self.clip_range_vf is not None:
-            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)
-        logs: dict[str, list[float]] = {k: [] for k in (
-            "entropy_loss", "policy_gradient_loss", "value_loss", "learned_loss",
-            "approx_kl", "clip_fraction")}
-        continue_training = True
-        for epoch in range(self.n_epochs):
-            for data in self.rollout_buffer.get(self.batch_size):
-                values, log_prob, entropy = self.policy.evaluate_actions(
-                    data.observations, data.actions)
-                values = values.flatten()
-                advantages = data.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                ratio = th.exp(log_prob - data.old_log_prob)
-                policy_loss = -th.min(
-                    advantages * ratio,
-                    advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
-                values_pred = values if clip_range_vf is None else data.old_values + th.clamp(
-                    values - data.old_values, -clip_range_vf, clip_range_vf)
-                value_loss = F.mse_loss(data.returns, values_pred)
-                entropy_loss = -th.mean(-log_prob if entropy is None else entropy)
-                learned = self._learned_loss_value(data.observations, data.actions, log_prob)
-                loss = (policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                        + self.learned_loss_weight * learned)
-                with th.no_grad():
-                    log_ratio = log_prob - data.old_log_prob
-                    approx_kl = th.mean((th.exp(log_ratio) - 1) - log_ratio).item()
-                for key, value in (("entropy_loss", entropy_loss), ("value_loss", value_loss),
-                                   ("policy_gradient_loss", policy_loss),
-                                   ("learned_loss", learned)):
-                    logs[key].append(value.item())
-                logs["approx_kl"].append(approx_kl)
-                logs["clip_fraction"].append(
-                    th.mean((th.abs(ratio - 1) > clip_range).float()).item())
-                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
-                    continue_training = False
-                    if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: "
-                              f"{approx_kl:.2f}")
-                    break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-            self._n_updates += 1
-            if not continue_training:
-                break
-        for key, values in logs.items():
-            if values:
-                self.logger.record(f"train/{key}", float(np.mean(values)))
-        self.logger.record("train/explained_variance", explained_variance(
-            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()))
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/clip_range", clip_range)
+        """SB3's PPO update with ``learned_loss_weight * M_phi`` added to every mini-batch loss.
+
+        :meth:`stable_baselines3.PPO.train` runs unchanged, through two hooks
+        held for the duration of the call: the policy's ``evaluate_actions``
+        also computes the learned term on the mini-batch, and right after PPO
+        zeroes the gradients the optimizer's ``zero_grad`` puts in the learned
+        term's gradient, to which PPO's ``loss.backward()`` adds its own
+        before clipping and stepping. A weight of 0 runs PPO's update alone.
+        """
+        if self.learned_loss_weight == 0:
+            super().train()
+            return
+        policy, optimizer = self.policy, self.policy.optimizer
+        terms: list[th.Tensor] = []  # the learned term of each mini-batch, in order
+
+        def evaluate_actions(obs, actions):
+            values, log_prob, entropy = type(policy).evaluate_actions(policy, obs, actions)
+            terms.append(self._learned_loss_value(obs, actions, log_prob))
+            return values, log_prob, entropy
+
+        def zero_grad(set_to_none: bool = True) -> None:
+            type(optimizer).zero_grad(optimizer, set_to_none)
+            # PPO's loss shares this mini-batch's graph: keep it for PPO's backward
+            (self.learned_loss_weight * terms[-1]).backward(retain_graph=True)
+            terms[-1] = terms[-1].detach()  # frees the graph once PPO's backward is done
+
+        policy.evaluate_actions, optimizer.zero_grad = evaluate_actions, zero_grad
+        try:
+            super().train()
+        finally:
+            del policy.evaluate_actions, optimizer.zero_grad
+        self.logger.record("train/learned_loss", th.stack(terms).mean().item())
 
 
 __all__ = ["ML3", "LearnedLossPPO"]

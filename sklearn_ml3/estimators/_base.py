@@ -4,52 +4,101 @@ from __future__ import annotations
 
 import copy
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import _check_sample_weight
 
-from .._utils import build_seeded, seed_from
+from .._utils import build_seeded, check_device, seed_from
 from ..learned_loss import LearnedLoss
 from ..meta.optim import SOLVERS, torch_optimizer
 from ..networks import ACTIVATIONS, make_mlp
 
-#: Learning rate of ``lr="auto"`` for the hand-written losses.
+#: Learning rate of ``lr="auto"`` for the hand-written losses (Adam's usual default).
 DEFAULT_LR = 1e-3
+#: Solver of ``solver="auto"`` for the hand-written losses and losses never meta-trained.
+DEFAULT_SOLVER = "adam"
 #: ``lr`` this many times larger or smaller than the meta-training lr warns.
 LR_WARN_FACTOR = 10.0
+#: A batch this many times larger or smaller than the meta-training batch warns.
+BATCH_WARN_FACTOR = 4.0
+#: Frames between a warning in this module and the caller of ``fit``:
+#: _warn_outside_training / check_compatible, _train / _resolved_loss, _fit, fit, _fit_context.
+_USER_STACKLEVEL = 6
 
 
 class BaseMetaLoss(BaseEstimator):
     """Shared machinery; not for direct use.
 
     Subclasses define ``_loss_kind`` ("regression" / "classification"),
-    ``_builtin_losses`` (the first is the default) and ``_per_sample_loss``.
+    ``_builtin_losses`` (the first is the default), ``_per_sample_loss``,
+    ``_score_outputs`` (the early-stopping score) and ``_stratify``.
     """
 
     _loss_kind: str
     _builtin_losses: tuple[str, ...]
 
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "module": [callable, None],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "solver": [StrOptions({"auto", *SOLVERS})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+        "shuffle": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+    }
+
     def __init__(self, loss, *, hidden_layer_sizes=(100,), activation="relu", module=None,
-                 lr="auto", solver="sgd", max_iter=200, batch_size="auto", shuffle=True,
-                 warm_start=False, random_state=None, device="cpu", verbose=0):
+                 lr="auto", solver="auto", alpha=0.0, max_iter=200, batch_size="auto",
+                 shuffle=True, tol=1e-4, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, warm_start=False, random_state=None, device="cpu",
+                 verbose=0):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.module = module
         self.lr = lr
         self.solver = solver
+        self.alpha = alpha
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
 
     # ------------------------------------------------------------ optimizee
+    def _hidden_sizes(self) -> tuple[int, ...]:
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        if any(isinstance(s, bool) or not isinstance(s, Integral) or s < 1 for s in sizes):
+            raise InvalidParameterError(
+                "hidden_layer_sizes must be a positive int or a sequence of positive ints, got "
+                f"{self.hidden_layer_sizes!r}"
+            )
+        return tuple(int(s) for s in sizes)
+
     def _module_factory(self, n_features: int, n_outputs: int) -> torch.nn.Module:
         """Build the (untrained) optimizee for ``n_features`` inputs and ``n_outputs`` outputs.
 
@@ -57,11 +106,7 @@ class BaseMetaLoss(BaseEstimator):
         optimizees through the estimator given to ``LearnedLoss.meta_fit``.
         """
         if self.module is None:
-            if self.activation not in ACTIVATIONS:
-                raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, "
-                                 f"got {self.activation!r}")
-            return make_mlp(n_features, tuple(int(h) for h in self.hidden_layer_sizes),
-                            n_outputs, self.activation)
+            return make_mlp(n_features, self._hidden_sizes(), n_outputs, self.activation)
         if isinstance(self.module, torch.nn.Module) or not callable(self.module):
             raise TypeError(
                 "module must be a torch.nn.Module class or a factory "
@@ -77,40 +122,25 @@ class BaseMetaLoss(BaseEstimator):
     # ----------------------------------------------------------- resolution
     def _resolved_loss(self):
         """The loss parameter checked: a builtin name or a compatible LearnedLoss."""
-        loss = self.loss
-        if isinstance(loss, str):
-            if loss not in self._builtin_losses:
-                raise ValueError(
-                    f"loss must be a LearnedLoss or one of {self._builtin_losses}, got {loss!r}"
-                )
-            return loss
-        if not isinstance(loss, LearnedLoss):
-            raise TypeError(
-                f"loss must be a LearnedLoss or one of {self._builtin_losses}, "
-                f"got {type(loss).__name__}"
-            )
-        loss.check_compatible(self._loss_kind, stacklevel=5)
-        return loss
+        if isinstance(self.loss, LearnedLoss):
+            self.loss.check_compatible(self._loss_kind, stacklevel=_USER_STACKLEVEL)
+        return self.loss
+
+    def _resolved_solver(self, loss) -> str:
+        """``solver="auto"``: the meta-training optimizer of a learned loss, else Adam."""
+        if self.solver != "auto":
+            return self.solver
+        if isinstance(loss, LearnedLoss):
+            return loss.meta_info_.get("inner_optimizer", DEFAULT_SOLVER)
+        return DEFAULT_SOLVER
 
     def _resolved_lr(self, loss) -> float:
-        if isinstance(self.lr, str):
-            if self.lr != "auto":
-                raise ValueError(f"lr must be a positive float or 'auto', got {self.lr!r}")
-            if isinstance(loss, LearnedLoss) and "inner_lr" in loss.meta_info_:
-                return float(loss.meta_info_["inner_lr"])
-            return DEFAULT_LR
-        lr = float(self.lr)
-        if not lr > 0:
-            raise ValueError(f"lr must be a positive float or 'auto', got {self.lr!r}")
-        return lr
-
-    def _check_params(self):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if int(self.max_iter) < 1:
-            raise ValueError(f"max_iter must be at least 1, got {self.max_iter!r}")
-        if self.batch_size not in ("auto", None) and int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be 'auto', None or >= 1, got {self.batch_size!r}")
+        """``lr="auto"``: the meta-training lr of a learned loss, else :data:`DEFAULT_LR`."""
+        if self.lr != "auto":
+            return float(self.lr)
+        if isinstance(loss, LearnedLoss) and "inner_lr" in loss.meta_info_:
+            return float(loss.meta_info_["inner_lr"])
+        return DEFAULT_LR
 
     def _batch_size(self, n_samples: int) -> int:
         if self.batch_size is None:
@@ -119,41 +149,51 @@ class BaseMetaLoss(BaseEstimator):
             return min(200, n_samples)
         return min(int(self.batch_size), n_samples)
 
-    def _warn_outside_training(self, loss, lr):
+    def _warn_outside_training(self, loss, solver, lr, batch, n_samples):
         """Warn when a learned loss is used far from how it was meta-trained."""
         if not isinstance(loss, LearnedLoss) or not loss.meta_info_:
             return
         info = loss.meta_info_
+        warnings_ = []
         trained_solver = info.get("inner_optimizer")
-        if trained_solver and trained_solver != self.solver:
-            warnings.warn(
-                f"this loss was meta-trained with the {trained_solver!r} inner optimizer; "
-                f"training with solver={self.solver!r} may behave differently",
-                UserWarning, stacklevel=4,
-            )
+        if trained_solver and trained_solver != solver:
+            warnings_.append(f"this loss was meta-trained with the {trained_solver!r} inner "
+                             f"optimizer; training with solver={solver!r} may behave "
+                             "differently (solver='auto' uses the meta-training optimizer)")
         trained_lr = info.get("inner_lr")
         if trained_lr and not (trained_lr / LR_WARN_FACTOR <= lr <= trained_lr * LR_WARN_FACTOR):
-            warnings.warn(
-                f"this loss was meta-trained with lr={trained_lr:g}; lr={lr:g} is more than "
-                f"{LR_WARN_FACTOR:g}x away (lr='auto' uses the meta-training lr)",
-                UserWarning, stacklevel=4,
-            )
+            warnings_.append(f"this loss was meta-trained with lr={trained_lr:g}; lr={lr:g} is "
+                             f"more than {LR_WARN_FACTOR:g}x away (lr='auto' uses the "
+                             "meta-training lr)")
+        problem = info.get("problem", {})
+        trained_batch = problem.get("inner_batch_size") or problem.get("batch_size")
+        if trained_batch and not (trained_batch / BATCH_WARN_FACTOR <= batch
+                                  <= trained_batch * BATCH_WARN_FACTOR):
+            warnings_.append(f"this loss was meta-trained on batches of {trained_batch} samples; "
+                             f"training uses batches of {batch}, more than "
+                             f"{BATCH_WARN_FACTOR:g}x away (set batch_size)")
+        elif (not trained_batch and problem.get("type") == "supervised"
+              and batch < n_samples):
+            warnings_.append(f"this loss was meta-trained full-batch; training uses mini-batches "
+                             f"of {batch} of {n_samples} samples (batch_size=None trains "
+                             "full-batch)")
+        for message in warnings_:
+            warnings.warn(message, UserWarning, stacklevel=_USER_STACKLEVEL)
 
     # ------------------------------------------------------------- fit loop
-    def _fit_torch(self, X, targets, sample_weight, n_outputs, *, incremental, n_epochs):
-        """Train ``self.module_`` on float32 tensors; records ``loss_curve_`` and ``n_iter_``.
+    def _train(self, loss, X, targets, sample_weight, n_outputs, *, incremental):
+        """Train ``self.module_`` on float32 tensors; the one fit loop of both estimators.
 
-        ``targets`` is a float tensor already in the loss's space (scaled
-        regression targets, or one-hot classes). ``sample_weight`` is a
-        float tensor of shape (n_samples,).
+        ``loss`` is the resolved loss parameter. ``targets`` is a float tensor
+        already in the loss's space (scaled regression targets, or one-hot
+        classes). ``sample_weight`` is a float tensor of shape (n_samples,).
+        ``fit`` runs up to ``max_iter`` epochs with scikit-learn's stopping
+        rules; ``partial_fit`` (``incremental``) runs one epoch.
         """
-        self._check_params()
-        loss = self._resolved_loss()
-        lr = self._resolved_lr(loss)
-        device = torch.device(self.device)
+        device = check_device(self.device)
+        solver, lr = self._resolved_solver(loss), self._resolved_lr(loss)
         fresh = not (incremental or self.warm_start) or not hasattr(self, "module_")
         if fresh:
-            self._warn_outside_training(loss, lr)
             self._rng = check_random_state(self.random_state)
             seed = seed_from(self._rng)
             self.module_ = build_seeded(
@@ -161,15 +201,28 @@ class BaseMetaLoss(BaseEstimator):
             self.loss_curve_ = []
             self.n_iter_ = 0
             self._optimizer = None
+        early_stopping = self.early_stopping and not incremental  # as MLP*: fit only
+        if not incremental or not hasattr(self, "_no_improvement_count"):
+            self._reset_stopping(early_stopping)
+        if early_stopping:
+            train, val = train_test_split(np.arange(len(X)), test_size=self.validation_fraction,
+                                          random_state=self._rng, stratify=self._stratify(targets))
+            X_val, y_val, w_val = X[val], targets[val].numpy(), sample_weight[val].numpy()
+            X, targets, sample_weight = X[train], targets[train], sample_weight[train]
+        n = X.shape[0]
+        batch = self._batch_size(n)
+        if fresh:
+            self._warn_outside_training(loss, solver, lr, batch, n)
         if getattr(self, "_optimizer", None) is None or not incremental:
-            self._optimizer = torch_optimizer(self.solver, self.module_.parameters(), lr)
+            self._optimizer = torch_optimizer(solver, self.module_.parameters(), lr)
         loss_fn = self._frozen_loss(loss, device)
         X, targets, weights = X.to(device), targets.to(device), sample_weight.to(device)
         gen = torch.Generator().manual_seed(seed_from(self._rng))
-        n = X.shape[0]
-        batch = self._batch_size(n)
-        self.module_.train()
+        # scikit-learn's L2 term: weights only (no biases), 0.5 * alpha * ||W||^2 / batch
+        penalised = [p for p in self.module_.parameters() if p.dim() > 1] if self.alpha else []
+        n_epochs = 1 if incremental else int(self.max_iter)
         for _ in range(n_epochs):
+            self.module_.train()
             order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
             total = 0.0
             for start in range(0, n, batch):
@@ -178,6 +231,9 @@ class BaseMetaLoss(BaseEstimator):
                 w = weights[idx]
                 # weighted batch mean; a batch of zero weights gives a zero loss, not NaN
                 value = (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+                if penalised:
+                    value = value + 0.5 * self.alpha * sum(
+                        (p * p).sum() for p in penalised) / len(idx)
                 self._optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 self._optimizer.step()
@@ -192,8 +248,61 @@ class BaseMetaLoss(BaseEstimator):
             self.n_iter_ += 1
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {epoch_loss:.6f}")
+            if early_stopping:
+                self._record_validation(self._validation_score(X_val, y_val, w_val))
+            else:
+                self._record_loss(epoch_loss)
+            if not incremental and self._no_improvement_count > self.n_iter_no_change:
+                if self.verbose:
+                    what = "Validation score" if early_stopping else "Training loss"
+                    print(f"{what} did not improve more than tol={self.tol:f} for "
+                          f"{self.n_iter_no_change} consecutive epochs. Stopping.")
+                break
+        else:
+            if not incremental:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                    "optimization hasn't converged yet.", ConvergenceWarning,
+                    stacklevel=_USER_STACKLEVEL - 1)
+        if early_stopping:
+            self.module_.load_state_dict(self._best_state)  # the best epoch's weights
+            del self._best_state
         self.module_.eval()
         return self
+
+    def _reset_stopping(self, early_stopping: bool) -> None:
+        """The state of scikit-learn's stopping rules, as ``MLPRegressor`` names it."""
+        self._no_improvement_count = 0
+        self.best_loss_ = None if early_stopping else np.inf
+        self.validation_scores_ = [] if early_stopping else None
+        self.best_validation_score_ = -np.inf if early_stopping else None
+
+    def _record_loss(self, epoch_loss: float) -> None:
+        if epoch_loss > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        self.best_loss_ = min(self.best_loss_, epoch_loss)
+
+    def _record_validation(self, score: float) -> None:
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print(f"Validation score: {score:f}")
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            self._best_state = copy.deepcopy(self.module_.state_dict())
+
+    def _validation_score(self, X_val, y_val, w_val) -> float:
+        """The estimator's ``score`` on the held-out split, from the current network."""
+        self.module_.eval()
+        device = next(self.module_.parameters()).device
+        with torch.no_grad():
+            out = self.module_(X_val.to(device)).double().cpu().numpy()
+        return float(self._score_outputs(out, y_val, w_val))
 
     @staticmethod
     def _frozen_loss(loss, device):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.special import log_softmax, softmax
-from sklearn.base import ClassifierMixin
+from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.metrics import accuracy_score
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..learned_loss import LearnedLoss
 from ._base import BaseMetaLoss
 
 
@@ -27,8 +30,9 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
     loss : LearnedLoss or "log_loss", default="log_loss"
         The training loss. A :class:`~sklearn_ml3.LearnedLoss` must have
         ``kind="classification"``; "log_loss" is the cross-entropy.
-    hidden_layer_sizes : tuple of int, default=(100,)
-        Hidden widths of the MLP optimizee (ignored when ``module`` is given).
+    hidden_layer_sizes : int or tuple of int, default=(100,)
+        Hidden widths of the MLP optimizee (ignored when ``module`` is given);
+        an int is one hidden layer.
     activation : {"relu", "tanh", "elu", "softplus", "identity"}, default="relu"
         Hidden activation of the MLP optimizee.
     module : callable, optional
@@ -38,22 +42,41 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
     lr : float or "auto", default="auto"
         Learning rate; "auto" takes the learned loss's meta-training lr
         (1e-3 for log-loss).
-    solver : {"sgd", "momentum", "adam"}, default="sgd"
-        Optimizer of the network's weights.
+    solver : {"auto", "sgd", "momentum", "adam"}, default="auto"
+        Optimizer of the network's weights; "auto" takes the learned loss's
+        meta-training optimizer (Adam for log-loss).
+    alpha : float, default=0.0
+        Strength of the L2 penalty on the weights (not the biases), added to
+        the loss as ``0.5 * alpha * ||W||^2 / batch_size`` like
+        ``MLPClassifier``'s. Off by default: a learned loss was meta-trained
+        without one.
     max_iter : int, default=200
-        Epochs (passes over the data); with full-batch training, steps.
+        Most epochs (passes over the data); with full-batch training, steps.
     batch_size : int, "auto" or None, default="auto"
         Mini-batch size; "auto" is ``min(200, n_samples)``, None full batch.
     shuffle : bool, default=True
         Reshuffle the samples every epoch.
+    tol : float, default=1e-4
+        Training stops when the training loss (or, with ``early_stopping``,
+        the validation score) has not improved by at least ``tol`` for
+        ``n_iter_no_change`` consecutive epochs.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, stop on its
+        score (see ``tol``) and keep the weights of the best epoch. Only
+        ``fit`` uses it.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without a ``tol`` improvement before training stops.
     warm_start : bool, default=False
         Continue from the previous fit instead of re-initialising.
     random_state : int, RandomState or None, default=None
-        Seeds initialisation and shuffling (a private generator; the global
-        torch seed is untouched).
-    device : str, default="cpu"
-        Torch device for training; prediction runs on the CPU in float64,
-        and pickles always hold CPU tensors.
+        Seeds initialisation, shuffling and the validation split (a private
+        generator; the global torch seed is untouched).
+    device : str or torch.device, default="cpu"
+        Torch device for training (a ValueError lists the available ones);
+        prediction runs on the CPU in float64, and pickles always hold CPU
+        tensors.
     verbose : int, default=0
         Print the loss after every epoch when positive.
 
@@ -70,14 +93,22 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
     n_iter_ : int
         Epochs run.
     loss_curve_ : list of float
-        Training loss per epoch (in the loss's own units).
+        Training loss per epoch (in the loss's own units, L2 term included).
+    best_loss_ : float or None
+        Lowest training loss reached; None with ``early_stopping``.
+    validation_scores_ : list of float or None
+        Accuracy on the held-out split after every epoch; None without
+        ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_`` (its weights are kept); None without
+        ``early_stopping``.
 
     Examples
     --------
     >>> from sklearn.datasets import load_iris
     >>> from sklearn_ml3 import MetaLossClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = MetaLossClassifier(solver="adam", lr=0.01, max_iter=100, random_state=0)
+    >>> clf = MetaLossClassifier(random_state=0)
     >>> clf.fit(X, y).score(X, y) > 0.9
     True
     >>> clf.predict_proba(X[:1]).shape
@@ -86,16 +117,25 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
 
     _loss_kind = "classification"
     _builtin_losses = ("log_loss",)
+    _parameter_constraints: dict = {
+        **BaseMetaLoss._parameter_constraints,
+        "loss": [StrOptions(set(_builtin_losses)), LearnedLoss],
+    }
 
     def __init__(self, loss="log_loss", *, hidden_layer_sizes=(100,), activation="relu",
-                 module=None, lr="auto", solver="sgd", max_iter=200, batch_size="auto",
-                 shuffle=True, warm_start=False, random_state=None, device="cpu", verbose=0):
+                 module=None, lr="auto", solver="auto", alpha=0.0, max_iter=200,
+                 batch_size="auto", shuffle=True, tol=1e-4, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, warm_start=False,
+                 random_state=None, device="cpu", verbose=0):
         super().__init__(
             loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation, module=module,
-            lr=lr, solver=solver, max_iter=max_iter, batch_size=batch_size, shuffle=shuffle,
+            lr=lr, solver=solver, alpha=alpha, max_iter=max_iter, batch_size=batch_size,
+            shuffle=shuffle, tol=tol, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
             warm_start=warm_start, random_state=random_state, device=device, verbose=verbose,
         )
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Train a freshly initialised network (unless ``warm_start``) on ``X, y``.
 
@@ -115,6 +155,7 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
         """
         return self._fit(X, y, sample_weight, classes=None, incremental=False)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over ``X, y``, continuing from the current state.
 
@@ -164,13 +205,20 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
         unknown = np.setdiff1d(y, classes_)
         if len(unknown):
             raise ValueError(f"y contains labels {unknown} not in classes {classes_}")
+        loss = self._resolved_loss()
         self.classes_ = classes_
         encoded = torch.as_tensor(np.searchsorted(classes_, y))
         onehot = torch.nn.functional.one_hot(encoded, len(classes_)).float()
-        return self._fit_torch(
-            self._as_float32(X), onehot, self._weights(sample_weight, X), len(classes_),
-            incremental=incremental, n_epochs=1 if incremental else int(self.max_iter),
-        )
+        return self._train(loss, self._as_float32(X), onehot, self._weights(sample_weight, X),
+                           len(classes_), incremental=incremental)
+
+    @staticmethod
+    def _stratify(onehot):
+        return onehot.argmax(1).numpy()
+
+    @staticmethod
+    def _score_outputs(logits, onehot, sample_weight) -> float:
+        return accuracy_score(onehot.argmax(1), logits.argmax(1), sample_weight=sample_weight)
 
     @staticmethod
     def _per_sample_loss(logits, onehot, loss_fn):

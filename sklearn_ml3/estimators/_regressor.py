@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.base import RegressorMixin
+from sklearn.base import RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..learned_loss import LearnedLoss
+from ..learned_loss import LearnedLoss, TargetScaler
 from ._base import BaseMetaLoss
-
-TARGET_SCALINGS = ("auto", None, "standard")
 
 
 class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
@@ -22,8 +22,9 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
     loss : LearnedLoss or "squared_error", default="squared_error"
         The training loss. A :class:`~sklearn_ml3.LearnedLoss` must have
         ``kind="regression"``.
-    hidden_layer_sizes : tuple of int, default=(100,)
-        Hidden widths of the MLP optimizee (ignored when ``module`` is given).
+    hidden_layer_sizes : int or tuple of int, default=(100,)
+        Hidden widths of the MLP optimizee (ignored when ``module`` is given);
+        an int is one hidden layer.
     activation : {"relu", "tanh", "elu", "softplus", "identity"}, default="relu"
         Hidden activation of the MLP optimizee.
     module : callable, optional
@@ -32,22 +33,41 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
     lr : float or "auto", default="auto"
         Learning rate; "auto" takes the learned loss's meta-training lr
         (1e-3 for the hand-written loss).
-    solver : {"sgd", "momentum", "adam"}, default="sgd"
-        Optimizer of the network's weights.
+    solver : {"auto", "sgd", "momentum", "adam"}, default="auto"
+        Optimizer of the network's weights; "auto" takes the learned loss's
+        meta-training optimizer (Adam for the hand-written loss).
+    alpha : float, default=0.0
+        Strength of the L2 penalty on the weights (not the biases), added to
+        the loss as ``0.5 * alpha * ||W||^2 / batch_size`` like
+        ``MLPRegressor``'s. Off by default: a learned loss was meta-trained
+        without one.
     max_iter : int, default=200
-        Epochs (passes over the data); with full-batch training, steps.
+        Most epochs (passes over the data); with full-batch training, steps.
     batch_size : int, "auto" or None, default="auto"
         Mini-batch size; "auto" is ``min(200, n_samples)``, None full batch.
     shuffle : bool, default=True
         Reshuffle the samples every epoch.
+    tol : float, default=1e-4
+        Training stops when the training loss (or, with ``early_stopping``,
+        the validation score) has not improved by at least ``tol`` for
+        ``n_iter_no_change`` consecutive epochs.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, stop on its
+        score (see ``tol``) and keep the weights of the best epoch. Only
+        ``fit`` uses it.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without a ``tol`` improvement before training stops.
     warm_start : bool, default=False
         Continue from the previous fit instead of re-initialising.
     random_state : int, RandomState or None, default=None
-        Seeds initialisation and shuffling (a private generator; the global
-        torch seed is untouched).
-    device : str, default="cpu"
-        Torch device for training; prediction runs on the CPU in float64,
-        and pickles always hold CPU tensors.
+        Seeds initialisation, shuffling and the validation split (a private
+        generator; the global torch seed is untouched).
+    device : str or torch.device, default="cpu"
+        Torch device for training (a ValueError lists the available ones);
+        prediction runs on the CPU in float64, and pickles always hold CPU
+        tensors.
     verbose : int, default=0
         Print the loss after every epoch when positive.
     target_scaling : {"auto", None, "standard"}, default="auto"
@@ -67,28 +87,44 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
     n_iter_ : int
         Epochs run.
     loss_curve_ : list of float
-        Training loss per epoch (in the loss's own units).
+        Training loss per epoch (in the loss's own units, L2 term included).
+    best_loss_ : float or None
+        Lowest training loss reached; None with ``early_stopping``.
+    validation_scores_ : list of float or None
+        R^2 on the held-out split after every epoch; None without
+        ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_`` (its weights are kept); None without
+        ``early_stopping``.
 
     Examples
     --------
     >>> import numpy as np
     >>> from sklearn_ml3 import MetaLossRegressor
     >>> X = np.linspace(-1, 1, 50).reshape(-1, 1)
-    >>> reg = MetaLossRegressor(lr=0.05, max_iter=50, random_state=0).fit(X, 2 * X.ravel())
-    >>> reg.predict(X[:2]).shape
-    (2,)
+    >>> reg = MetaLossRegressor(random_state=0).fit(X, 2 * X.ravel())
+    >>> reg.score(X, 2 * X.ravel()) > 0.95
+    True
     """
 
     _loss_kind = "regression"
     _builtin_losses = ("squared_error",)
+    _parameter_constraints: dict = {
+        **BaseMetaLoss._parameter_constraints,
+        "loss": [StrOptions(set(_builtin_losses)), LearnedLoss],
+        "target_scaling": [StrOptions({"auto", "standard"}), None],
+    }
 
     def __init__(self, loss="squared_error", *, hidden_layer_sizes=(100,), activation="relu",
-                 module=None, lr="auto", solver="sgd", max_iter=200, batch_size="auto",
-                 shuffle=True, warm_start=False, random_state=None, device="cpu", verbose=0,
-                 target_scaling="auto"):
+                 module=None, lr="auto", solver="auto", alpha=0.0, max_iter=200,
+                 batch_size="auto", shuffle=True, tol=1e-4, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, warm_start=False,
+                 random_state=None, device="cpu", verbose=0, target_scaling="auto"):
         super().__init__(
             loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation, module=module,
-            lr=lr, solver=solver, max_iter=max_iter, batch_size=batch_size, shuffle=shuffle,
+            lr=lr, solver=solver, alpha=alpha, max_iter=max_iter, batch_size=batch_size,
+            shuffle=shuffle, tol=tol, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
             warm_start=warm_start, random_state=random_state, device=device, verbose=verbose,
         )
         self.target_scaling = target_scaling
@@ -98,6 +134,7 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
         tags.target_tags.multi_output = True
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Train a freshly initialised network (unless ``warm_start``) on ``X, y``.
 
@@ -117,6 +154,7 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``X, y``, continuing from the current state.
 
@@ -146,30 +184,25 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
                 f"(e.g. {y.flat[0]!r}); convert them with y.astype(float), or use "
                 "MetaLossClassifier for class labels")
         y2 = y.reshape(len(y), -1)
+        loss = self._resolved_loss()
         if first:
-            loss = self._resolved_loss()
             self._y_2d = y.ndim == 2
             self._n_outputs = y2.shape[1]
-            self._y_shift, self._y_scale = self._target_scaling(loss, y2)
+            self._y_shift, self._y_scale = self._target_scaler(loss, y2)
         elif y2.shape[1] != self._n_outputs:
             raise ValueError(f"y has {y2.shape[1]} targets; this model was fitted with "
                              f"{self._n_outputs}")
-        targets = self._as_float32((y2 - self._y_shift) / self._y_scale)
+        targets = self._as_float32(TargetScaler(self._y_shift, self._y_scale).transform(y2))
         if not np.isfinite(targets).all():
             raise ValueError(
                 f"the targets (max |y| = {np.abs(y2).max():.3g}) do not fit float32 after "
                 f"target_scaling={self.target_scaling!r}; use target_scaling='standard' or "
                 "divide y by a constant before fitting (and multiply predictions back)")
-        return self._fit_torch(
-            self._as_float32(X), targets, self._weights(sample_weight, X), self._n_outputs,
-            incremental=incremental, n_epochs=1 if incremental else int(self.max_iter),
-        )
+        return self._train(loss, self._as_float32(X), targets, self._weights(sample_weight, X),
+                           self._n_outputs, incremental=incremental)
 
-    def _target_scaling(self, loss, y2):
-        """``(shift, scale)`` of the targets, following ``target_scaling``."""
-        if self.target_scaling not in TARGET_SCALINGS:
-            raise ValueError(f"target_scaling must be one of {TARGET_SCALINGS}, got "
-                             f"{self.target_scaling!r}")
+    def _target_scaler(self, loss, y2) -> TargetScaler:
+        """The scaling of the targets, following ``target_scaling``."""
         trained = None
         if isinstance(loss, LearnedLoss):
             trained = loss.meta_info_.get("problem", {}).get("target_scaling")
@@ -179,18 +212,25 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
             warnings.warn(
                 f"this loss was meta-trained with target_scaling={trained!r} but is used with "
                 f"target_scaling={scaling!r}: it only knows the target range it saw during "
-                "meta-training (use target_scaling='auto')", UserWarning, stacklevel=4,
+                "meta-training (use target_scaling='auto')", UserWarning, stacklevel=5,
             )
-        if scaling == "standard":
-            with np.errstate(over="ignore", invalid="ignore"):
-                shift, scale = y2.mean(axis=0), np.maximum(y2.std(axis=0), 1e-8)
-            if not (np.isfinite(shift).all() and np.isfinite(scale).all()):
-                raise ValueError(
-                    f"the targets are too large to standardise in float64 (max |y| = "
-                    f"{np.abs(y2).max():.3g}; their variance overflows above about 1e154); "
-                    "divide y by a constant before fitting (and multiply predictions back)")
-            return shift, scale
-        return np.zeros(y2.shape[1]), np.ones(y2.shape[1])
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaler = TargetScaler.fit(y2, scaling)
+        if not (np.isfinite(scaler.shift).all() and np.isfinite(scaler.scale).all()):
+            raise ValueError(
+                f"the targets are too large to standardise in float64 (max |y| = "
+                f"{np.abs(y2).max():.3g}; their variance overflows above about 1e154); "
+                "divide y by a constant before fitting (and multiply predictions back)")
+        return scaler
+
+    @staticmethod
+    def _stratify(targets):
+        return None
+
+    @staticmethod
+    def _score_outputs(out, targets, sample_weight) -> float:
+        # R^2 is invariant to the per-target scaling, so the scaled space serves
+        return r2_score(targets, out, sample_weight=sample_weight)
 
     @staticmethod
     def _per_sample_loss(out, target, loss_fn):

@@ -1,13 +1,12 @@
 """The sine-regression protocol (paper IV-A.1): meta-train, evaluate, report.
 
 Shared by ``ml3 demo`` (one seed) and ``benchmarks/sine_regression.py``
-(five seeds). Evaluation uses a plain torch training loop with the learned
-loss, exactly as a user would write one.
+(five seeds). Evaluation trains fresh MLPs through the one meta-test loop,
+:func:`sklearn_ml3.meta.meta_test`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._utils import build_seeded, versions
 from ..learned_loss import LearnedLoss
+from ..meta import meta_test, step_size_diagnostic, tune_lr
+from ..meta.baselines import mse_loss
 from ..networks import make_mlp
-from ..tasks import SineTasks, Task
+from ..tasks import SineTasks, SupervisedProblem, Task
+from .harness import (
+    CurvePanel,
+    SeedStreams,
+    baseline_lines,
+    stats,
+    step_size_lines,
+    write_results,
+)
 
+BENCHMARK = "sine_regression"
 HIDDEN = (100, 10)
 LR = 1e-3
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -55,108 +64,159 @@ def meta_train_sine_loss(seed: int, n_meta_iter: int | None = None, verbose: int
                          verbose=verbose, **options)
 
 
-def sample_test_tasks(seed: int, n_tasks: int = 10, n_test_points: int = 1000) -> list[Task]:
+def sample_test_tasks(seed: int, n_tasks: int = 10, n_test_points: int = 1000,
+                      stream: str = "meta_test") -> list[Task]:
     """Unseen tasks: amplitude U[0.2, 5], phase U[-pi, pi], x U[-5, 5]; 100 training points.
 
     The metric is measured on ``n_test_points`` fresh points of the same task.
+    ``stream="validation"`` draws the baseline rule's validation tasks from
+    their own stream (:class:`~sklearn_ml3.experiments.harness.SeedStreams`).
     """
     sampler = SineTasks(amplitude=(0.2, 5.0), phase=(-np.pi, np.pi), x_range=(-5.0, 5.0),
                         n_points=100, n_val_points=n_test_points)
-    rng = np.random.default_rng([seed, 2024])
+    rng = SeedStreams(seed, BENCHMARK).rng(stream)
     return [sampler.sample(rng) for _ in range(n_tasks)]
 
 
-def training_curve(loss: LearnedLoss | str, task: Task, lr: float, n_steps: int = 100,
-                   seed: int = 0, standardize: bool | None = None) -> np.ndarray:
-    """Test MSE after 0..n_steps full-batch SGD steps of a fresh MLP on ``task``.
+#: The optimizee of the protocol as a problem for the meta-test loop. Its tasks
+#: are prepared by :func:`_training_task`; the sampler only names the family.
+OPTIMIZEE = SupervisedProblem(SineTasks.meta_test(),
+                              lambda n_in, n_out: make_mlp(n_in, HIDDEN, n_out))
+
+
+def _training_task(task: Task, standardize: bool) -> Task:
+    """``task`` with training targets standardised (or not) and the scaling kept, for the
+    metric only, in ``extra``; test targets stay in their own units."""
+    shift, scale = (task.y_train.mean(), task.y_train.std()) if standardize else \
+        (torch.tensor(0.0), torch.tensor(1.0))
+    return Task(task.X_train, (task.y_train - shift) / scale, task.X_val, task.y_val,
+                {"shift": shift, "scale": scale})
+
+
+def heldout_mse(params, task: Task) -> torch.Tensor:
+    """MSE on the task's test points, predictions mapped back to the targets' units."""
+    pred = OPTIMIZEE.predict(params, task, task.X_val) * task.extra["scale"] + task.extra["shift"]
+    return ((pred - task.y_val) ** 2).mean()
+
+
+def heldout_curves(loss: LearnedLoss | str, tasks: list[Task], lr: float, n_steps: int = 100,
+                   init_seeds=None, standardize: bool | None = None) -> np.ndarray:
+    """Test MSE after 0..n_steps full-batch SGD steps of a fresh MLP on each task.
 
     Parameters
     ----------
     loss : LearnedLoss or "squared_error"
+    init_seeds : sequence of int, optional
+        MLP initialisation of each task (default ``0..n_tasks-1``).
     standardize : bool, optional
         Train on standardised targets (predictions are unscaled for the
         metric). Defaults to what the learned loss was meta-trained with, and
         to False for "squared_error".
+
+    Returns
+    -------
+    ndarray of shape (n_tasks, n_steps + 1)
     """
     if standardize is None:
         standardize = isinstance(loss, LearnedLoss) and \
             loss.meta_info_.get("problem", {}).get("target_scaling") == "standard"
-    shift, scale = (task.y_train.mean(), task.y_train.std()) if standardize else (0.0, 1.0)
-    module = build_seeded(lambda: make_mlp(1, HIDDEN, 1), seed)
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
-    y_train = (task.y_train - shift) / scale
-    curve = np.empty(n_steps + 1)
-    for step in range(n_steps + 1):
-        with torch.no_grad():
-            pred = module(task.X_val).squeeze(-1) * scale + shift
-            curve[step] = float(((pred - task.y_val) ** 2).mean())
-        if step == n_steps:
-            break
-        out = module(task.X_train).squeeze(-1)
-        value = ((out - y_train) ** 2).mean() if isinstance(loss, str) else loss(out, y_train)
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
-    return curve
+    result = meta_test(OPTIMIZEE, mse_loss if isinstance(loss, str) else loss,
+                       [_training_task(t, standardize) for t in tasks], n_updates=n_steps,
+                       metric=heldout_mse, init_seeds=init_seeds, lr=lr, optimizer="sgd")
+    return result.curves[0]
 
 
 def mean_test_curve(loss, tasks, lr, n_steps, seed, standardize=None) -> np.ndarray:
-    """:func:`training_curve` averaged over ``tasks``; ``inf`` where training diverged."""
-    curves = [training_curve(loss, t, lr, n_steps, seed=seed * 100 + i, standardize=standardize)
-              for i, t in enumerate(tasks)]
-    curve = np.mean(curves, axis=0)
+    """:func:`heldout_curves` averaged over ``tasks``, the MLPs initialised from the ``init``
+    stream of ``seed``; ``inf`` where training diverged."""
+    init = SeedStreams(seed, BENCHMARK).ints("init", len(tasks))
+    curve = heldout_curves(loss, tasks, lr, n_steps, init, standardize).mean(axis=0)
     return np.where(np.isfinite(curve), curve, np.inf)
+
+
+def run_seed(seed: int, streams: SeedStreams, *, n_test_tasks: int = 10,
+             n_meta_iter: int | None = None, lr_grid=LR_GRID, n_steps: int = 100,
+             time_budget: bool = True, meta_overrides: dict[str, Any] | None = None,
+             loss_path: str | Path | None = None, verbose: int = 0) -> dict[str, Any]:
+    """One seed of the protocol: meta-train, tune the baselines, meta-test, diagnose.
+
+    Curves are test MSE per step, averaged over the seed's ``n_test_tasks``
+    unseen tasks. Baselines (MSE on raw and on standardised targets) are run
+    at the learned loss's lr and at the best lr of :func:`~sklearn_ml3.meta.tune_lr`
+    on validation tasks from their own stream. The step-size diagnostic
+    compares the learned loss's gradient with MSE's on standardised targets
+    (what the learned loss sees) and runs that MSE at ``lr x norm ratio``.
+    """
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    loss = meta_train_sine_loss(streams.seed_of("meta_train"), n_meta_iter=n_meta_iter,
+                                verbose=verbose, **(meta_overrides or {}))
+    meta = {"wall": time.perf_counter() - t_wall, "cpu": time.process_time() - t_cpu,
+            "n_meta_iter": len(loss.meta_history_)}
+    if loss_path is not None:
+        loss.save(loss_path)
+    if time_budget:
+        meta["authors_budget_cpu"] = time_authors_budget(streams.seed_of("meta_train"))
+    tasks = sample_test_tasks(seed, n_test_tasks)
+    validation = sample_test_tasks(seed, n_test_tasks, stream="validation")
+    init = streams.ints("init", 2 * n_test_tasks)
+    test_init, val_init = init[:n_test_tasks], init[n_test_tasks:]
+
+    def mean_curve(which, lr, standardize=None):
+        return heldout_curves(which, tasks, lr, n_steps, test_init, standardize).mean(0)
+
+    curves = {"learned": mean_curve(loss, LR)}
+    baselines = []
+    for name, standardize in (("mse", False), ("mse_standardized", True)):
+        record = tune_lr(
+            lambda lr, s=standardize: heldout_curves("squared_error", validation, lr, n_steps,
+                                                     val_init, s)[:, -1].mean(),
+            lr_grid, name=name, selected_on=f"{n_test_tasks} validation sine tasks (own "
+            "seed stream), test MSE after the last step")
+        baselines.append(record)
+        curves[f"{name} (same lr)"] = mean_curve("squared_error", LR, standardize)
+        curves[f"{name} (best lr)"] = mean_curve("squared_error", record["best_lr"], standardize)
+    step_size = step_size_diagnostic(OPTIMIZEE, loss, mse_loss,
+                                     [_training_task(t, True) for t in tasks],
+                                     n_updates=n_steps, init_seeds=[test_init], lr=LR,
+                                     optimizer="sgd")
+    curves["mse_standardized (step-size control)"] = mean_curve(
+        "squared_error", LR * step_size["control_lr_factor"], True)
+    return {"curves": {k: np.where(np.isfinite(v), v, np.inf) for k, v in curves.items()},
+            "baselines": baselines, "step_size": step_size, "meta_training": meta}
 
 
 def run_protocol(seeds=(0, 1, 2, 3, 4), n_test_tasks: int = 10, n_meta_iter: int | None = None,
                  lr_grid=LR_GRID, n_steps: int = 100, out_dir: str | Path | None = None,
                  verbose: int = 1, time_budget: bool = True,
                  meta_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Meta-train one loss per seed and compare it with MSE on unseen tasks.
+    """Meta-train one loss per seed and compare it with MSE on unseen tasks (no cache).
 
-    Baselines: MSE at the same lr (1e-3) and over ``lr_grid``, on raw targets
-    and on standardised targets (the scaling the learned loss uses), so that
-    neither the learning rate nor the scaling explains the result.
-
-    ``meta_overrides`` replaces entries of :data:`META` (ablations such as
-    ``{"inner_steps": 1}``). With ``time_budget`` each seed also meta-trains once with the authors'
+    ``benchmarks/sine_regression.py`` runs the same :func:`run_seed` through
+    the harness (cached, resumable); ``ml3 demo`` calls this. ``meta_overrides``
+    replaces entries of :data:`META` (ablations such as ``{"inner_steps": 1}``).
+    With ``time_budget`` each seed also meta-trains once with the authors'
     budget (500 one-step iterations) to measure speed on equal work.
 
     Returns
     -------
     results : dict
-        JSON-able; also written to ``out_dir/results.json`` with figures and
-        ``report.md`` when ``out_dir`` is given.
+        JSON-able; also written to ``out_dir`` (results.json, figures,
+        report.md) when given.
     """
-    torch_threads = torch.get_num_threads()
-    curves: dict[str, list[np.ndarray]] = {}
-    meta_cpu, meta_wall, losses, authors_budget_cpu = [], [], [], []
-    methods = [("learned", None, LR)] + [(f"mse@{lr:g}", False, lr) for lr in lr_grid] + \
-        [(f"mse_standardized@{lr:g}", True, lr) for lr in lr_grid]
+    out = None if out_dir is None else Path(out_dir)
+    runs = []
     for seed in tqdm(seeds, desc="seeds", disable=not verbose):
-        t_wall, t_cpu = time.perf_counter(), time.process_time()
-        loss = meta_train_sine_loss(seed, n_meta_iter=n_meta_iter, **(meta_overrides or {}))
-        meta_wall.append(time.perf_counter() - t_wall)
-        meta_cpu.append(time.process_time() - t_cpu)
-        losses.append(loss)
-        if time_budget:
-            authors_budget_cpu.append(time_authors_budget(seed))
-        tasks = sample_test_tasks(seed, n_test_tasks)
-        for name, standardize, lr in methods:
-            which = loss if name == "learned" else "squared_error"
-            curves.setdefault(name, []).append(
-                mean_test_curve(which, tasks, lr, n_steps, seed, standardize))
-    results = _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses,
-                         torch_threads, lr_grid, authors_budget_cpu, meta_overrides or {})
-    if out_dir is not None:
-        write_outputs(results, curves, losses[0], Path(out_dir))
+        loss_path = None if out is None else out / "runs" / f"loss_seed{seed}.ml3"
+        if loss_path is not None:
+            loss_path.parent.mkdir(parents=True, exist_ok=True)
+        runs.append({"seed": seed, **run_seed(
+            seed, SeedStreams(seed, BENCHMARK), n_test_tasks=n_test_tasks,
+            n_meta_iter=n_meta_iter, lr_grid=lr_grid, n_steps=n_steps, time_budget=time_budget,
+            meta_overrides=meta_overrides, loss_path=loss_path)})
+    results = summarise(runs, n_test_tasks, n_steps, meta_overrides or {})
+    if out is not None:
+        write_outputs(results, runs, out, seeds=list(seeds))
     return results
-
-
-def _stats(values):
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)),
-            "per_seed": [float(v) for v in values]}
 
 
 def time_authors_budget(seed: int) -> float:
@@ -166,102 +226,85 @@ def time_authors_budget(seed: int) -> float:
     return time.process_time() - start
 
 
-def _summarise(curves, seeds, n_test_tasks, n_steps, meta_cpu, meta_wall, losses,
-               torch_threads, lr_grid, authors_budget_cpu, meta_overrides):
+def summarise(runs: list[dict], n_test_tasks: int, n_steps: int,
+              meta_overrides: dict[str, Any]) -> dict[str, Any]:
+    """Mean ± std over seeds of every method's curve at the report steps, and the verdict."""
     steps = [k for k in REPORT_STEPS if k <= n_steps]
-    table = {name: {f"k={k}": _stats([c[k] for c in runs]) for k in steps}
-             for name, runs in curves.items()}
+    names = list(runs[0]["curves"])
+    table = {name: {f"k={k}": stats([r["curves"][name][k] for r in runs]) for k in steps}
+             for name in names}
     final = f"k={steps[-1]}"
-
-    def best(prefix):
-        names = [f"{prefix}@{lr:g}" for lr in lr_grid]
-        return min(names, key=lambda n: table[n][final]["mean"])
-
-    best_mse, best_std = best("mse"), best("mse_standardized")
-    learned = table["learned"][final]["mean"]
-    return {
+    learned = table["learned"][final]
+    meta = [r["meta_training"] for r in runs]
+    budget = [m["authors_budget_cpu"] for m in meta if "authors_budget_cpu" in m]
+    step_size = {"learned": {
+        "cosine": stats([r["step_size"]["cosine"]["mean"] for r in runs]),
+        "norm_ratio": stats([r["step_size"]["norm_ratio"]["mean"] for r in runs]),
+        "n_points": sum(r["step_size"]["n_points"] for r in runs),
+        "against": "mse_standardized", "control": "mse_standardized (step-size control)"}}
+    results = {
         "protocol": "sine regression (PROTOCOLS.md section 1)",
-        "seeds": list(seeds),
         "n_test_tasks": n_test_tasks,
         "n_steps": n_steps,
-        "meta_training": {**META, **meta_overrides, "n_meta_iter": len(losses[0].meta_history_),
-                          "cpu_s": _stats(meta_cpu), "wall_s": _stats(meta_wall),
-                          "cpu_s_total": float(np.sum(meta_cpu))},
+        "meta_training": {**META, **meta_overrides, "n_meta_iter": meta[0]["n_meta_iter"],
+                          "cpu_s": stats([m["cpu"] for m in meta]),
+                          "wall_s": stats([m["wall"] for m in meta]),
+                          "cpu_s_total": float(np.sum([m["cpu"] for m in meta]))},
         "authors_budget": {**AUTHORS_BUDGET, **({
-            "cpu_s_per_seed": _stats(authors_budget_cpu),
-            "speedup_vs_authors_cpu": REFERENCE["authors_cpu_s"] / 5 /
-            float(np.mean(authors_budget_cpu))} if authors_budget_cpu else {})},
+            "cpu_s_per_seed": stats(budget),
+            "speedup_vs_authors_cpu": REFERENCE["authors_cpu_s"] / 5 / float(np.mean(budget))}
+            if budget else {})},
         "test_mse": table,
-        "best_lr": {"mse": best_mse, "mse_standardized": best_std},
+        "baselines": [{"seed": r["seed"], **b} for r in runs for b in r["baselines"]],
+        "step_size": step_size,
         "verdict": {
-            "learned_below_authors_2.26": learned < REFERENCE["authors_learned_loss_k100"],
-            "learned_below_best_mse": learned < table[best_mse][final]["mean"],
-            "learned_below_best_standardized_mse": learned < table[best_std][final]["mean"],
+            "learned_below_authors_2.26": learned["mean"] < REFERENCE["authors_learned_loss_k100"],
+            "learned_below_best_mse": learned["mean"] < table["mse (best lr)"][final]["mean"],
+            "learned_below_best_standardized_mse":
+                learned["mean"] < table["mse_standardized (best lr)"][final]["mean"],
+            "learned_below_step_size_control":
+                learned["mean"] < table["mse_standardized (step-size control)"][final]["mean"],
         },
+        "headline": [{
+            "experiment": f"sine regression, test MSE after {steps[-1]} steps",
+            "metric": "test MSE", "lower_is_better": True,
+            "learned": learned, "same_lr": table["mse (same lr)"][final],
+            "best_lr": table["mse (best lr)"][final],
+            "note": "best lr with the same target scaling: "
+                    f"{table['mse_standardized (best lr)'][final]['mean']:.3g}",
+            "step_size_control": table["mse_standardized (step-size control)"][final],
+            "cosine": step_size["learned"]["cosine"]}],
         "reference": REFERENCE,
-        "torch_threads": torch_threads,
-        "versions": versions(),
     }
+    return results
 
 
 def format_table(results: dict[str, Any]) -> str:
     """Markdown table of test MSE (mean ± std over seeds) at the report steps."""
     table = results["test_mse"]
     steps = list(next(iter(table.values())))
-    best = set(results["best_lr"].values())
-    many = len(results["seeds"]) > 1  # a spread over one seed would read as certainty
+    many = len(results.get("seeds", [0, 1])) > 1  # a spread over one seed would read as certainty
     rows = ["| method | " + " | ".join(steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name, cells in table.items():
-        if name != "learned" and name not in best and not name.endswith(f"@{LR:g}"):
-            continue
-        label = {"learned": f"learned loss, lr {LR:g}"}.get(name, name.replace("@", ", lr "))
-        if name in best:
-            label += " (best lr)"
+        label = f"learned loss, lr {LR:g}" if name == "learned" else name
         rows.append(f"| {label} | " + " | ".join(
             f"{cells[s]['mean']:.3f}" + (f" ± {cells[s]['std']:.3f}" if many else "")
             for s in steps) + " |")
     return "\n".join(rows)
 
 
-def write_outputs(results, curves, loss, out_dir: Path) -> None:
-    """results.json, curves.png, landscape.png and report.md under ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    shown = ["learned", f"mse@{LR:g}", *results["best_lr"].values()]
-    for name in dict.fromkeys(shown):
-        runs = np.array(curves[name])
-        mean, std = runs.mean(0), runs.std(0)
-        steps = np.arange(len(mean))
-        ax.plot(steps, mean, label=name.replace("@", ", lr "))
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set(xlabel="SGD steps", ylabel="test MSE (unseen tasks)", yscale="log",
-           title="Sine regression: learned loss vs MSE")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=120)
-    plt.close(fig)
-
-    plot_landscape(loss, out_dir / "landscape.png")
-
+def write_outputs(results: dict, runs: list[dict], out_dir: Path, seeds: list[int]) -> dict:
+    """results.json, report.md, curves.png and landscape.png (seed 0's loss) under ``out_dir``."""
+    results = {**results, "seeds": seeds}
     meta = results["meta_training"]
     report = [
-        "# Sine regression",
-        "",
-        f"{len(results['seeds'])} seeds x {results['n_test_tasks']} unseen tasks, "
+        "# Sine regression", "",
+        f"{len(seeds)} seeds x {results['n_test_tasks']} unseen tasks, "
         f"{results['n_steps']} full-batch SGD steps; test MSE on 1000 fresh points per task.",
-        "",
-        format_table(results),
-        "",
+        "", format_table(results), "",
         f"Meta-training: {meta['n_meta_iter']} iterations per seed, "
         f"{meta['cpu_s']['mean']:.1f} ± {meta['cpu_s']['std']:.1f} s CPU per seed "
-        f"({meta['cpu_s_total']:.1f} s in all, {results['torch_threads']} torch thread(s)).",
+        f"({meta['cpu_s_total']:.1f} s in all, {torch.get_num_threads()} torch thread(s)).",
     ]
     budget = results["authors_budget"]
     if "cpu_s_per_seed" in budget:
@@ -269,11 +312,28 @@ def write_outputs(results, curves, loss, out_dir: Path) -> None:
             f"On the authors' budget (500 one-step iterations) meta-training takes "
             f"{budget['cpu_s_per_seed']['mean']:.2f} s CPU per seed, "
             f"{budget['speedup_vs_authors_cpu']:.1f}x faster than their ~30 s.")
-    report += [
-        "",
-        "Verdict: " + ", ".join(f"{k}={v}" for k, v in results["verdict"].items()),
-    ]
-    (out_dir / "report.md").write_text("\n".join(report) + "\n")
+    final = f"k={results['n_steps']}"
+    report += ["", "Tuned baselines (the baseline rule):", *baseline_lines(results["baselines"]),
+               "", "Step-size diagnostic (learned loss vs MSE on standardised targets):",
+               *step_size_lines("learned loss", {
+                   "cosine": results["step_size"]["learned"]["cosine"],
+                   "norm_ratio": results["step_size"]["learned"]["norm_ratio"],
+                   "n_points": results["step_size"]["learned"]["n_points"]},
+                   results["test_mse"]["mse_standardized (step-size control)"][final],
+                   results["test_mse"]["learned"][final], f"test MSE at {final}"),
+               "", "Verdict: " + ", ".join(f"{k}={v}" for k, v in results["verdict"].items())]
+    steps = np.arange(results["n_steps"] + 1)
+    shown = ["learned", "mse (same lr)", "mse (best lr)", "mse_standardized (best lr)",
+             "mse_standardized (step-size control)"]
+    panel = CurvePanel("Sine regression: learned loss vs MSE", "SGD steps",
+                       "test MSE (unseen tasks)", steps,
+                       {name: [r["curves"][name] for r in runs] for name in shown}, logy=True)
+    written = write_results(out_dir, results, report, {"curves.png": [panel]},
+                            benchmark=BENCHMARK)
+    loss_file = out_dir / "runs" / f"loss_seed{seeds[0]}.ml3"
+    if loss_file.exists():
+        plot_landscape(LearnedLoss.load(loss_file), out_dir / "landscape.png")
+    return written
 
 
 def plot_landscape(loss: LearnedLoss, path: Path) -> None:

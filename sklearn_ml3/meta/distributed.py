@@ -17,6 +17,18 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+__all__ = [
+    "all_reduce_grads",
+    "all_reduce_sum",
+    "barrier",
+    "gather_lists",
+    "gather_task_records",
+    "is_distributed",
+    "is_main_process",
+    "my_indices",
+    "rank_and_world_size",
+]
+
 
 def is_distributed() -> bool:
     """Whether a ``torch.distributed`` process group is initialised."""

@@ -278,6 +278,11 @@ def meta_train(
             if Path(checkpoint).exists():
                 start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history,
                                          fingerprint, n_meta_iter)
+            starts = distributed.gather_lists([start])
+            if len(set(starts)) > 1:
+                raise ValueError(f"the processes would resume {checkpoint} at different "
+                                 f"iterations {starts}: put the checkpoint where every process "
+                                 "can read it")
         return _meta_train_loop(
             loss, problem, optimizer, meta_optimizer, meta_params, rng, history, start,
             options=options, fingerprint=fingerprint, vectorize=vectorize,
@@ -320,6 +325,7 @@ def _meta_train_loop(loss, problem, optimizer, meta_optimizer, meta_params, rng,
     last_good = None
     phase = 0  # inner steps taken by the current optimizees
     last_saved = start
+    loss._set_meta_training(True)  # phi is frozen outside meta-training
     bar = tqdm(total=n_meta_iter, initial=start,
                disable=not verbose or not distributed.is_main_process(), desc="meta-train",
                leave=verbose > 1, dynamic_ncols=True)
@@ -363,6 +369,7 @@ def _meta_train_loop(loss, problem, optimizer, meta_optimizer, meta_params, rng,
             if callback is not None:
                 callback(iteration, value)
     finally:
+        loss._set_meta_training(False)
         bar.close()
         if history:  # a run without one finite iteration leaves the loss as it was
             _record(loss, problem, options, history, elapsed(), vectorize)

@@ -13,6 +13,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import rl  # noqa: F401  (registers the environments)
 from rl.envs import (
+    ENV_CLASSES,
     ENV_IDS,
     AntGoalEnv,
     ArmModel,
@@ -21,6 +22,8 @@ from rl.envs import (
     ReacherGoalEnv,
     arm2_params,
     arm2_step,
+    flat_observation,
+    flat_observation_size,
     mountain_car_step,
     planar_arm_bias,
     planar_arm_mass_matrix,
@@ -30,19 +33,111 @@ from rl.envs import (
     sample_trajectories,
 )
 
-ENV_CLASSES = {
-    "ml3/PointmassGoal-v0": PointmassGoalEnv,
-    "ml3/MountainCarGoal-v0": MountainCarGoalEnv,
-    "ml3/ReacherGoal-v0": ReacherGoalEnv,
-    "ml3/AntGoal-v0": AntGoalEnv,
-}
-
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 @pytest.mark.filterwarnings("ignore:.*Box observation space m")  # unbounded positions
 def test_env_passes_gymnasium_and_sb3_checkers(env_id):
     gym_check_env(gym.make(env_id).unwrapped, skip_render_check=True)
     sb3_check_env(gym.make(env_id).unwrapped, warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_env_is_registered_with_its_episode_limit_and_truncates_there(env_id):
+    cls = ENV_CLASSES[env_id]
+    assert gym.spec(env_id).max_episode_steps == cls.max_episode_steps
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    zero = np.zeros(env.action_space.shape, dtype=np.float32)  # keeps the Ant healthy
+    ends = [env.step(zero)[2:4] for _ in range(cls.max_episode_steps)]
+    assert ends[-1] == (False, True) and not any(any(e) for e in ends[:-1])
+    longer = gym.make(env_id, max_episode_steps=cls.max_episode_steps + 5)
+    longer.reset(seed=0)
+    assert not any(longer.step(zero)[3] for _ in range(cls.max_episode_steps))
+
+
+def test_meta_training_reads_the_registered_horizon_and_horizon_overrides_it():
+    from rl.meta.model_based import env_spec
+    from rl.meta.model_free import ModelFreeProblem
+
+    goals = PointmassGoalEnv.sample_tasks(2, rng=0)
+    pm = "ml3/PointmassGoal-v0"
+    assert ModelFreeProblem(pm, goals, rollout_episodes=1, batch_size=None).horizon == 30
+    assert ModelFreeProblem(pm, goals, rollout_episodes=1, batch_size=None, horizon=7).horizon == 7
+    car = ModelFreeProblem("ml3/MountainCarGoal-v0", [[0.4]], rollout_episodes=1, batch_size=None)
+    assert car.horizon == MountainCarGoalEnv.max_episode_steps == 200
+    assert env_spec(pm).horizon == PointmassGoalEnv.max_episode_steps
+    assert env_spec("ml3/ReacherGoal-v0").horizon == ReacherGoalEnv.max_episode_steps
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.filterwarnings("ignore:.*Box observation space m")  # unbounded positions
+def test_dict_goal_env_passes_gymnasium_and_sb3_checkers(env_id):
+    env = gym.make(env_id, goal_observation="dict")
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+    assert set(env.observation_space) == {"observation", "achieved_goal", "desired_goal"}
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(env_id, goal_observation="dict").unwrapped, warn=True)
+    assert not hasattr(gym.make(env_id).unwrapped, "compute_reward")  # flat: no GoalEnv
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_dict_observation_holds_the_flat_one_and_the_achieved_goal(env_id):
+    cls = ENV_CLASSES[env_id]
+    goal = cls.sample_tasks(1, rng=3)[0]
+    flat_env = gym.make(env_id, goal=goal)
+    dict_env = gym.make(env_id, goal=goal, goal_observation="dict")
+    flat, _ = flat_env.reset(seed=4)
+    obs, _ = dict_env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        action = rng.uniform(-1, 1, size=flat_env.action_space.shape).astype(np.float32)
+        flat, flat_reward, *_ = flat_env.step(action)
+        obs, reward, _, _, info = dict_env.step(action)
+        np.testing.assert_allclose(flat_observation(obs, cls.observation_layout), flat, atol=1e-6)
+        np.testing.assert_allclose(obs["achieved_goal"], dict_env.unwrapped.achieved_goal(),
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(obs["desired_goal"], goal.astype(np.float32))
+        assert obs["achieved_goal"][0] == pytest.approx(
+            cls.state_from_obs(flat.astype(np.float64))[cls.achieved_goal_index[0]], abs=1e-6)
+        assert reward == pytest.approx(-info["distance"] * dict_env.unwrapped.goal_reward_weight
+                                       + sum(info.get(k, 0.0)
+                                             for k in cls.goal_free_reward_keys), abs=1e-5)
+    assert flat_observation_size(dict_env.observation_space, cls.observation_layout) == len(flat)
+    # vectorised over a batch of goals, as HER relabels them
+    achieved = np.stack([obs["achieved_goal"]] * 3)
+    desired = np.stack([obs["desired_goal"], obs["achieved_goal"], np.zeros_like(goal)])
+    desired = desired.astype(np.float32)
+    batch = dict_env.unwrapped.compute_reward(achieved, desired, np.array([info] * 3))
+    assert batch.shape == (3,)
+    for i in range(3):
+        assert batch[i] == dict_env.unwrapped.compute_reward(achieved[i], desired[i], info)
+    assert batch[1] == max(batch)  # reaching the goal is the best reward
+
+
+def test_sac_with_her_replay_buffer_trains_on_the_dict_env():
+    from stable_baselines3 import SAC, HerReplayBuffer
+
+    from rl.wrappers import ResampleGoalWrapper
+
+    env = ResampleGoalWrapper(gym.make("ml3/PointmassGoal-v0", goal_observation="dict"), seed=0)
+    model = SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
+                replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+                learning_starts=60, batch_size=64, policy_kwargs={"net_arch": [16]}, seed=0)
+    before = {k: v.clone() for k, v in model.actor.state_dict().items()}
+    model.learn(120)
+    assert any(not torch.equal(before[k], v) for k, v in model.actor.state_dict().items())
+    batch = model.replay_buffer.sample(256)
+    desired = batch.observations["desired_goal"].numpy()
+    achieved = batch.next_observations["achieved_goal"].numpy()
+    expected = env.unwrapped.compute_reward(achieved, desired, [{}] * 256)
+    np.testing.assert_allclose(batch.rewards.numpy().ravel(), expected, rtol=1e-6)
+    # 4 episodes had 4 goals; HER relabels most samples with positions reached later
+    assert len({tuple(g) for g in desired}) > 20
+
+
+def test_bad_goal_observation_is_rejected():
+    with pytest.raises(ValueError, match="goal_observation must be one of"):
+        PointmassGoalEnv(goal_observation="tuple")
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -90,7 +185,7 @@ def test_goal_survives_vecenv_auto_reset():
     venv = DummyVecEnv([lambda: gym.make("ml3/PointmassGoal-v0")])
     venv.env_method("set_task", np.array([-1.0, 0.5]))
     venv.reset()
-    for _ in range(PointmassGoalEnv().horizon + 3):  # crosses one auto-reset
+    for _ in range(PointmassGoalEnv.max_episode_steps + 3):  # crosses one auto-reset
         obs, _, dones, _ = venv.step(np.zeros((1, 2), dtype=np.float32))
     np.testing.assert_allclose(obs[0, -2:], [-1.0, 0.5])
 
@@ -184,7 +279,7 @@ def test_pointmass_env_and_torch_twin_agree_step_by_step():
     env.reset(seed=3)
     state = torch.tensor(env.state)
     rng = np.random.default_rng(0)
-    for _ in range(env.horizon):
+    for _ in range(env.max_episode_steps):
         action = rng.uniform(-1.5, 1.5, size=2)  # also outside the box: both clip
         _, reward, _, _, info = env.step(action)
         state = pointmass_step(state, torch.tensor(action))

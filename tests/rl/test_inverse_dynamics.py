@@ -7,7 +7,8 @@ import torch
 from rl.envs import ArmModel
 from rl.meta.inverse_dynamics import InertiaNetwork, InverseDynamicsProblem
 from sklearn_ml3 import LearnedLoss, meta_train
-from sklearn_ml3.shaping import meta_test_curve, mse_loss
+from sklearn_ml3.meta import meta_test
+from sklearn_ml3.shaping import mse_loss
 from tests._helpers import ForbiddenExtra
 
 
@@ -76,12 +77,13 @@ def test_inverse_dynamics_meta_training_and_blind_meta_test(arm2_problem):
     task = arm2_problem.sample_tasks(1, np.random.default_rng(2))[0]
     blind = task._replace(extra=ForbiddenExtra())
     # the calibrated input/output scales make plain SGD on MSE stable at lr 0.1
-    curve = meta_test_curve(arm2_problem, mse_loss, blind, n_steps=20, lr=0.1, solver="sgd",
-                            metric=arm2_problem.torque_error)
+    curve = meta_test(arm2_problem, mse_loss, [blind], n_updates=20, lr=0.1, optimizer="sgd",
+                      metric=arm2_problem.torque_error).curves[0, 0]
     assert np.all(np.isfinite(curve)) and curve[-1] < 0.5 * curve[0]
-    learned = meta_test_curve(arm2_problem, loss, blind, n_steps=5, lr=0.1, solver="sgd",
-                              metric=arm2_problem.torque_error)
-    assert np.all(np.isfinite(learned))
+    # by default the optimizer and lr the loss was meta-trained with
+    learned = meta_test(arm2_problem, loss, [blind], n_updates=5,
+                        metric=arm2_problem.torque_error)
+    assert np.all(np.isfinite(learned.curves)) and (learned.optimizer, learned.lr) == ("sgd", 0.1)
 
 
 def test_inverse_dynamics_rejects_bad_split():

@@ -143,7 +143,8 @@ def test_callers_loss_is_left_untouched(learned_loss):
     for (k, v), w in zip(learned_loss.network_.state_dict().items(),
                          reference.network_.state_dict().values(), strict=True):
         assert th.equal(v, w), k
-    assert all(p.requires_grad for p in learned_loss.parameters())
+    assert [p.requires_grad for p in learned_loss.parameters()] == [
+        p.requires_grad for p in reference.parameters()]
 
 
 def test_save_load(learned_loss, tmp_path):
@@ -214,13 +215,13 @@ def test_train_eval_mode(learned_loss):
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], first)
 
 
-def test_learned_loss_ppo_weight_zero_is_ppo(learned_loss, tmp_path):
+def test_learned_loss_ppo_weight_zero_is_ppo_bit_for_bit(learned_loss, tmp_path):
     kwargs = {"n_steps": 32, "batch_size": 16, "n_epochs": 2, "seed": 5}
     ppo = PPO("MlpPolicy", make_env(), **kwargs).learn(64)
     mixed = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
                            learned_loss_weight=0.0, **kwargs).learn(64)
     for key, value in actor_params(ppo).items():
-        th.testing.assert_close(actor_params(mixed)[key], value, rtol=0, atol=1e-6)
+        assert th.equal(actor_params(mixed)[key], value), key
 
     weighted = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
                               learned_loss_weight=10.0, **kwargs).learn(64)
@@ -231,6 +232,91 @@ def test_learned_loss_ppo_weight_zero_is_ppo(learned_loss, tmp_path):
     assert loaded.learned_loss_weight == 10.0
     for k, v in weighted.learned_loss.network_.state_dict().items():
         assert th.equal(loaded.learned_loss.network_.state_dict()[k].cpu(), v.cpu())
+
+
+def test_learned_loss_ppo_adds_the_weighted_learned_gradient_to_ppos(learned_loss):
+    """One full-batch SGD step: the update moves by exactly -lr * w * grad(learned term) more."""
+    sgd = {"optimizer_class": th.optim.SGD, "optimizer_kwargs": {}}
+    kwargs = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "seed": 2, "learning_rate": 0.1,
+              "max_grad_norm": 1e9, "policy_kwargs": sgd}
+    weight = 3.0
+    # built and run one after the other: each seeds the global RNGs it samples actions from
+    ppo = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
+                         learned_loss_weight=0.0, **kwargs).learn(32)
+    mixed = LearnedLossPPO("MlpPolicy", make_env(), learned_loss=learned_loss,
+                           learned_loss_weight=weight, **kwargs)
+    start = copy.deepcopy(mixed.policy)
+    mixed.learn(32)
+    np.testing.assert_array_equal(mixed.rollout_buffer.actions, ppo.rollout_buffer.actions)
+    data = next(mixed.rollout_buffer.get(None))
+    _, log_prob, _ = start.evaluate_actions(data.observations, data.actions)
+    start.zero_grad()
+    mixed._learned_loss_value(data.observations, data.actions, log_prob).backward()
+    moved = 0
+    for (name, p_start), p_ppo, p_mixed in zip(start.named_parameters(),
+                                               ppo.policy.parameters(),
+                                               mixed.policy.parameters(), strict=True):
+        if p_start.grad is None or not p_start.grad.abs().sum() > 0:
+            continue
+        moved += 1
+        th.testing.assert_close(p_mixed.detach() - p_ppo.detach(),
+                                -0.1 * weight * p_start.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert moved >= 3  # actor layers and log_std
+    assert "train/learned_loss" in mixed.logger.name_to_value
+
+
+def test_ml3_trains_on_dict_observations_with_the_flat_features(learned_loss):
+    """MultiInputPolicy on goal_observation='dict': the loss reads the flat observation."""
+    flat_env = make_env()
+    dict_env = gym.make(ENV_ID, goal=GOAL, goal_observation="dict")
+    model = ML3("MultiInputPolicy", dict_env, learned_loss=learned_loss, n_steps=20, seed=0)
+    flat_model = ML3("MlpPolicy", flat_env, learned_loss=learned_loss, n_steps=20, seed=0)
+    assert model.observation_layout == ("observation", "goal_offset", "desired_goal")
+    flat_obs, _ = flat_env.reset(seed=3)
+    dict_obs, _ = dict_env.reset(seed=3)
+    rows = []
+    for _ in range(4):
+        action = flat_env.action_space.sample()
+        flat_obs, *_ = flat_env.step(action)
+        dict_obs, *_ = dict_env.step(action)
+        rows.append((flat_obs, dict_obs, action))
+    flat_batch = th.as_tensor(np.stack([r[0] for r in rows]))
+    dict_batch = {k: th.as_tensor(np.stack([r[1][k] for r in rows])) for k in rows[0][1]}
+    actions, log_prob = th.as_tensor(np.stack([r[2] for r in rows])), th.zeros(4)
+    th.testing.assert_close(model._learned_loss_value(dict_batch, actions, log_prob),
+                            flat_model._learned_loss_value(flat_batch, actions, log_prob),
+                            rtol=1e-5, atol=1e-6)
+    before = actor_params(model)
+    model.learn(total_timesteps=40)
+    assert not th.equal(before["action_net.weight"], actor_params(model)["action_net.weight"])
+
+
+def test_ml3_on_dict_observations_saves_and_loads(learned_loss, tmp_path):
+    env = gym.make(ENV_ID, goal=GOAL, goal_observation="dict")
+    model = ML3("MultiInputPolicy", env, learned_loss=learned_loss, n_steps=20, seed=0)
+    model.learn(total_timesteps=20)
+    model.save(tmp_path / "dict.zip")
+    loaded = ML3.load(tmp_path / "dict.zip", env=env)
+    assert tuple(loaded.observation_layout) == model.observation_layout
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0],
+                                  model.predict(obs, deterministic=True)[0])
+
+
+def test_tensorboard_log_records_the_learned_loss(learned_loss, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, n_steps=20, seed=0,
+                tensorboard_log=str(tmp_path))
+    model.learn(total_timesteps=60, tb_log_name="reacher")
+    runs = list(tmp_path.glob("reacher_*"))
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    assert "train/learned_loss" in events.Tags()["scalars"]
+    # 3 updates; SB3 writes an update's values at the next iteration's dump
+    values = [event.value for event in events.Scalars("train/learned_loss")]
+    assert len(values) == 2 and np.all(np.isfinite(values))
 
 
 def test_bad_inputs(learned_loss):
