@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: demo test lint docs benchmarks clean
+.PHONY: demo test lint docs benchmarks mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,5 +36,11 @@ lint: $(STAMP)
 benchmarks: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
+# Mutation testing ([tool.mutmut] in pyproject.toml): slow (hours on 2 cores), not in CI.
+mutation: $(STAMP)
+	$(BIN)/python -m pip install -e ".[mutation]"
+	$(BIN)/mutmut run
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) results .pytest_cache docs/_build docs/api
+	rm -rf $(VENV) results .pytest_cache mutants docs/_build docs/api

@@ -1,10 +1,15 @@
-"""Small helpers shared across the package: seeding and version stamps."""
+"""Small helpers shared across the package: seeding, version stamps, safe file writes."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
 import platform
+import tempfile
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -88,3 +93,92 @@ def versions() -> dict[str, str]:
         "scikit_learn": version("scikit-learn"),
         "python": platform.python_version(),
     }
+
+
+# ------------------------------------------------------------------ files
+_TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    try:  # read without changing it: os.umask() alone would race other threads
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files of earlier saves to ``path`` whose process has died."""
+    prefix = f".{path.name}."
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*{_TMP_SUFFIX}"):
+        pid = candidate.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """Write a file through ``write(temporary_path)``, then move it onto ``path``.
+
+    The target is either the old file or the complete new one, also after a
+    crash: the data is ``fsync``ed before the rename and the directory after.
+    The new file gets the mode of the file it replaces, or ``0666 & ~umask``
+    (``mkstemp`` alone would leave it 0600). Temporary files are named
+    ``.<name>.<pid>.<random>.tmp`` beside the target; a later save to the same
+    path removes those whose process no longer runs (left by a kill).
+
+    Raises
+    ------
+    OSError
+        Naming ``path`` (not the temporary file) when the write fails.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the folder {parent} does not exist")
+    _remove_orphans(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=_TMP_SUFFIX,
+                                   dir=parent)
+        os.close(fd)
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+        dir_fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        message = f"cannot write {path}: {exc.strerror or exc}"
+        raise (type(exc)(exc.errno, message) if exc.errno else OSError(message)) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -22,14 +22,16 @@ KINDS = ("regression", "classification")
 MAX_INFERRED_CLASSES = 20
 
 
-def _meta_train_sine(seed: int, n_meta_iter: int | None, verbose: int) -> LearnedLoss:
+def _meta_train_sine(seed: int, n_meta_iter: int | None, verbose: int,
+                     checkpoint: str | None = None) -> LearnedLoss:
     from .experiments.sine import meta_train_sine_loss
 
-    return meta_train_sine_loss(seed, n_meta_iter=n_meta_iter, verbose=verbose)
+    return meta_train_sine_loss(seed, n_meta_iter=n_meta_iter, verbose=verbose,
+                                checkpoint=checkpoint)
 
 
 #: Tasks ``ml3 meta-train`` knows: name -> (description, trainer).
-TASKS: dict[str, tuple[str, Callable[[int, int | None, int], LearnedLoss]]] = {
+TASKS: dict[str, tuple[str, Callable[..., LearnedLoss]]] = {
     "sine": ("sine regression of the ML3 paper, section IV-A.1 (docs/sine_regression.md)",
              _meta_train_sine),
 }
@@ -175,7 +177,7 @@ def cmd_meta_train(args) -> int:
     if args.task is not None:
         _single_thread()
         _, trainer = TASKS[args.task]
-        loss = trainer(args.seed, args.n_meta_iter, 1)
+        loss = trainer(args.seed, args.n_meta_iter, 1, checkpoint=args.checkpoint)
     else:
         loss = _meta_train_csv(args)
     path = loss.save(out)
@@ -202,7 +204,8 @@ def _meta_train_csv(args) -> LearnedLoss:
     options = {"n_meta_iter": args.n_meta_iter or 500, "inner_steps": args.inner_steps,
                "unroll": args.unroll, "tasks_per_iter": args.tasks_per_iter,
                "meta_lr": args.meta_lr, "grad_clip": args.grad_clip,
-               "batch_size": args.batch_size, "random_state": args.seed}
+               "batch_size": args.batch_size, "random_state": args.seed,
+               "checkpoint": args.checkpoint}
     if kind == "regression":
         options["target_scaling"] = None if args.target_scaling == "none" else "standard"
     print(f"{len(tasks)} {kind} task(s) from {', '.join(map(str, args.csv))}"
@@ -390,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-meta-iter", type=int, default=None,
                        help="meta-iterations (default: the task's own; 500 for CSV tasks)")
+    train.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="save progress here every 50 iterations and resume from it if it "
+                            "exists (a killed run continues where it stopped)")
     engine = train.add_argument_group("meta-training settings (CSV tasks)")
     for flag, kind_, name, text in (
             ("--inner-steps", int, "inner_steps", "steps an optimizee trains before reset"),
@@ -444,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         print(f"ml3 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

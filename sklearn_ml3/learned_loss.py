@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +11,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ._utils import torch_generator
+from ._artifact import (
+    CONFIG_FIELDS,
+    HISTORY_KEY,
+    INPUT_KINDS,
+    artifact_metadata,
+    check_config,
+    read_artifact,
+)
+from ._utils import atomic_write, torch_generator
 from .networks import (
     ClassSharedLossNet,
     LearnedRateLossNet,
@@ -21,11 +27,7 @@ from .networks import (
     ScoreWeightedLossNet,
 )
 
-FORMAT_NAME = "sklearn-ml3.learned-loss"
-FORMAT_VERSION = 1
-INPUT_KINDS = ("regression", "classification", "features")
 REDUCTIONS = ("mean", "sum", "none")
-_HISTORY_KEY = "__meta_history__"
 
 
 class TargetScaler(NamedTuple):
@@ -498,93 +500,73 @@ class LearnedLoss(torch.nn.Module):
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         state = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
         if self.is_meta_trained:
-            state[_HISTORY_KEY] = torch.as_tensor(np.asarray(self.meta_history_, dtype=np.float64))
+            state[HISTORY_KEY] = torch.as_tensor(np.asarray(self.meta_history_, dtype=np.float64))
         return state
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the loss to ``path`` (safetensors: tensors + JSON metadata, no code).
 
-        The file is written to a temporary name first and then moved into
-        place, so an existing file is never left half-written.
+        The metadata holds a checksum of the tensors (names, dtypes, shapes,
+        bytes) that :meth:`load` verifies. The file is written to a temporary
+        name, ``fsync``ed and then moved into place
+        (:func:`sklearn_ml3._utils.atomic_write`), so an existing file is
+        never left half-written.
         """
         from safetensors.torch import save_file
 
-        path = Path(path)
-        metadata = {
-            "format": FORMAT_NAME,
-            "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(self.get_config()),
-            "meta_info": json.dumps(self.meta_info_),
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-        os.close(fd)
-        try:
-            save_file(self._state_tensors(), tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        tensors = self._state_tensors()
+        metadata = artifact_metadata(self.get_config(), self.meta_info_, self.dtype, tensors)
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> LearnedLoss:
         """Read a loss written by :meth:`save`. Executes no code from the file.
+
+        The metadata is validated (allowed keys, types, sizes) against the
+        file's tensor header before anything is allocated, then the tensors'
+        checksum and finiteness are verified (files written before the
+        checksum existed, format version 1, are verified except for the
+        checksum). The loss keeps the dtype it was saved with.
 
         Raises
         ------
         FileNotFoundError
             If ``path`` does not exist.
         ValueError
-            If the file is corrupt, truncated, or not a sklearn-ml3 loss.
+            If the file is corrupt, truncated, altered, or not a sklearn-ml3
+            loss; the message names the file and the field.
         """
-        from safetensors import safe_open
+        config, meta_info, tensors, dtype = read_artifact(path, cls._expected_shapes)
+        return cls._from_parts(config, meta_info, tensors, device=device, dtype=dtype)
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no LearnedLoss file at {path}")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(
-                f"{path} is not a readable LearnedLoss file (corrupt, truncated or another "
-                f"format): {exc}"
-            ) from exc
-        if metadata.get("format") != FORMAT_NAME:
-            raise ValueError(
-                f"{path} is a safetensors file but not a sklearn-ml3 LearnedLoss "
-                f"(format tag {metadata.get('format')!r})"
-            )
-        if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written by a newer sklearn-ml3 (format version "
-                f"{metadata['format_version']}); upgrade the library to read it"
-            )
-        try:
-            config = json.loads(metadata["config"])
-            meta_info = json.loads(metadata.get("meta_info", "{}"))
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} has damaged LearnedLoss metadata: {exc}") from exc
-        return cls._from_parts(config, meta_info, tensors, device=device,
-                               dtype=getattr(torch, metadata.get("dtype", "float32")))
+    @classmethod
+    def _expected_shapes(cls, config) -> dict[str, tuple[int, ...]]:
+        """Tensor shapes of the network ``config`` describes, computed without allocating."""
+        with torch.device("meta"):
+            network = cls._blank(config)._build_network(None)
+        return {k: tuple(v.shape) for k, v in network.state_dict().items()}
+
+    @classmethod
+    def _blank(cls, config) -> LearnedLoss:
+        """A loss with the (validated) config's attributes and no network yet."""
+        config = check_config(config)
+        loss = cls.__new__(cls)
+        torch.nn.Module.__init__(loss)
+        for key in CONFIG_FIELDS:
+            setattr(loss, key, config[key])
+        loss.random_state = None
+        loss.reduction = "mean"  # a usage setting, not stored in files
+        loss._meta_training = False
+        loss.meta_info_ = {}
+        return loss
 
     @classmethod
     def _from_parts(cls, config, meta_info, tensors, device="cpu", dtype=torch.float32):
-        loss = cls.__new__(cls)
-        torch.nn.Module.__init__(loss)
-        loss.reduction = "mean"
-        loss._meta_training = False
-        # files written before these options existed
-        loss.learned_lr, loss.structure = False, None
-        for key, value in config.items():
-            setattr(loss, key, tuple(value) if key == "hidden_layer_sizes" else value)
-        loss.random_state = None
+        loss = cls._blank(config)
         loss.meta_info_ = dict(meta_info)
         loss.network_ = loss._build_network(None).to(dtype)
         tensors = dict(tensors)
-        history = tensors.pop(_HISTORY_KEY, None)
+        history = tensors.pop(HISTORY_KEY, None)
         try:
             loss.network_.load_state_dict(tensors)
         except RuntimeError as exc:

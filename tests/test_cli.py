@@ -1,9 +1,15 @@
 """The ml3 command line."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+import torch
 
 import sklearn_ml3
 from sklearn_ml3 import LearnedLoss
@@ -57,6 +63,36 @@ def test_bad_files_and_tasks_get_clear_errors(tmp_path, capsys):
         main(["meta-train", "tetris", "--out", str(tmp_path / "x.ml3")])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_meta_train_killed_resumes_to_the_uninterrupted_weights(tmp_path, capsys):
+    """SIGKILL ``ml3 meta-train --checkpoint`` mid-run; the rerun ends where one run would."""
+    n_iter = "240"  # checkpoints at iterations 60, 120, 180 (every 50, at optimizee resets)
+    reference = tmp_path / "reference.ml3"
+    assert main(["meta-train", "sine", "--out", str(reference), "--n-meta-iter", n_iter]) == 0
+
+    out, ckpt = tmp_path / "run.ml3", tmp_path / "run.ckpt"
+    command = ["meta-train", "sine", "--out", str(out), "--n-meta-iter", n_iter,
+               "--checkpoint", str(ckpt)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-m", "sklearn_ml3.cli", *command], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    assert not out.exists()
+    assert torch.load(ckpt, weights_only=True)["iteration"] < int(n_iter)
+
+    assert main(command) == 0  # resumes from the checkpoint (the dead run's lock is gone)
+    resumed, uninterrupted = LearnedLoss.load(out), LearnedLoss.load(reference)
+    np.testing.assert_array_equal(resumed.meta_history_, uninterrupted.meta_history_)
+    for (name, a), b in zip(resumed.network_.state_dict().items(),
+                            uninterrupted.network_.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
 def write_csv(path, X, y, target="target"):

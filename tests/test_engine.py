@@ -1,6 +1,10 @@
 """The meta-training engine: meta-gradients, vmap vs loop, determinism, divergence, resume."""
 
+import json
 import math
+import os
+import re
+import time
 
 import numpy as np
 import pytest
@@ -220,6 +224,94 @@ def test_interrupted_meta_training_resumes_exactly(tmp_path):
     np.testing.assert_allclose(resumed.meta_history_, reference.meta_history_, rtol=1e-6)
     for x, y in zip(resumed.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)
+
+
+def test_divergence_at_the_first_iteration_leaves_the_loss_untrained():
+    loss = LearnedLoss(hidden_layer_sizes=(8,), random_state=0)
+    before = {k: v.clone() for k, v in loss.network_.state_dict().items()}
+    with pytest.raises(MetaTrainingDiverged, match="diverged at iteration 0"):
+        loss.meta_fit(sine_problem(), n_meta_iter=5, inner_lr=1e12, verbose=0)
+    assert not loss.is_meta_trained and loss.meta_info_ == {}
+    for k, v in loss.network_.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.warns(UserWarning, match="not been meta-trained"):
+        loss.check_compatible("regression")
+
+
+@pytest.mark.parametrize("change, difference", [
+    ({"inner_lr": 0.5}, "options.inner_lr: 0.05 in the checkpoint, 0.5 now"),
+    ({"random_state": 2}, "random_state: 1 in the checkpoint, 2 now"),
+    ({"problem": sine_problem(target_scaling="standard")}, "problem.target_scaling"),
+    ({"problem": SupervisedProblem(SineTasks(n_points=30), tiny_mlp)}, "problem.tasks"),
+])
+def test_checkpoint_of_another_run_is_refused(tmp_path, change, difference):
+    ckpt = tmp_path / "run.ckpt"
+    settings = dict(n_meta_iter=4, inner_lr=0.05, random_state=1, verbose=0, checkpoint=ckpt)
+    LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(sine_problem(), **settings)
+    problem = change.pop("problem", sine_problem())
+    with pytest.raises(ValueError, match=re.escape(difference)):
+        LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+            problem, **{**settings, **change})
+
+
+def test_checkpoint_of_other_fixed_tasks_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    tasks = [(rng.normal(size=(20, 1)), rng.normal(size=20)) for _ in range(2)]
+    ckpt = tmp_path / "run.ckpt"
+    settings = dict(n_meta_iter=3, random_state=1, verbose=0, checkpoint=ckpt)
+    LearnedLoss(hidden_layer_sizes=(4,), random_state=1).meta_fit(tasks, **settings)
+    other = [(x, y + 1.0) for x, y in tasks]  # same count and shapes, other data
+    with pytest.raises(ValueError, match="tasks: '[0-9a-f]+' in the checkpoint"):
+        LearnedLoss(hidden_layer_sizes=(4,), random_state=1).meta_fit(other, **settings)
+
+
+def test_checkpoint_past_n_meta_iter_is_refused(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+        sine_problem(), n_meta_iter=6, checkpoint=ckpt, verbose=0)
+    with pytest.raises(ValueError, match="at iteration 6, past n_meta_iter=4"):
+        LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+            sine_problem(), n_meta_iter=4, checkpoint=ckpt, verbose=0)
+
+
+def test_a_second_run_on_a_locked_checkpoint_is_refused(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    errors = []
+
+    def second_run(iteration, value):  # while the first run holds the checkpoint
+        if iteration == 1:
+            with pytest.raises(RuntimeError, match=f"checkpoint {re.escape(str(ckpt))} is in "
+                               f"use by process {os.getpid()}") as info:
+                LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+                    sine_problem(), n_meta_iter=4, checkpoint=ckpt, verbose=0)
+            errors.append(info.value)
+
+    LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+        sine_problem(), n_meta_iter=4, checkpoint=ckpt, verbose=0, callback=second_run)
+    assert len(errors) == 1
+    # released at the end: the same run resumes (and has nothing left to do)
+    LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+        sine_problem(), n_meta_iter=4, checkpoint=ckpt, verbose=0)
+
+
+def test_checkpoints_keep_the_elapsed_time(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    slow = SupervisedProblem(SineTasks(n_points=20), tiny_mlp,
+                             extra_loss=lambda p, t: (time.sleep(0.01), torch.tensor(0.0))[1])
+
+    def stop(iteration, value):
+        if iteration == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+            slow, n_meta_iter=20, checkpoint=ckpt, checkpoint_every=10, random_state=0,
+            verbose=0, callback=stop)
+    saved = json.loads(torch.load(ckpt, weights_only=True)["time"])
+    assert saved["wall"] >= 10 * 0.01  # ten sleeping iterations before the save
+    resumed = LearnedLoss(hidden_layer_sizes=(8,), random_state=1).meta_fit(
+        slow, n_meta_iter=20, checkpoint=ckpt, checkpoint_every=10, random_state=0, verbose=0)
+    assert resumed.meta_info_["meta_train_time_s"]["wall"] >= 20 * 0.01
 
 
 def test_checkpoint_with_other_options_is_refused(tmp_path):

@@ -65,6 +65,16 @@ def sample_polar_goals(
     return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
 
 
+def _real_numbers(value: Any) -> bool:
+    """Whether ``value`` is a (nested sequence of) real numbers, booleans excluded."""
+    try:
+        flat = np.asarray(value, dtype=object).ravel()
+    except ValueError:  # ragged
+        return False
+    return all(isinstance(v, (int, float, np.integer, np.floating))
+               and not isinstance(v, (bool, np.bool_)) for v in flat)
+
+
 def flat_observation(obs: Mapping[str, Array], layout: Sequence[str]) -> Array:
     """The flat observation of a goal env rebuilt from its Dict form.
 
@@ -236,6 +246,9 @@ class GoalTaskMixin:
     def validate_goal(cls, goal: Any) -> np.ndarray:
         """Return ``goal`` as a float64 array or raise a ValueError that says what to fix."""
         name = cls.__name__
+        if not _real_numbers(goal):
+            raise ValueError(f"{name} goal must be numeric: real numbers, not booleans, "
+                             f"strings or complex numbers; got {goal!r}")
         try:
             arr = np.asarray(goal, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -273,6 +286,26 @@ class GoalTaskMixin:
     @classmethod
     def check_goal_range(cls, goal: np.ndarray) -> None:
         """Raise ValueError if ``goal`` lies outside the environment's task range."""
+
+    def validate_action(self, action: Any) -> np.ndarray:
+        """Return ``action`` as a float64 array of the action space's shape, or raise.
+
+        A NaN or infinite action would otherwise carry into the state (or the
+        MuJoCo reward) until the next reset without any error.
+        """
+        name = type(self).__name__
+        shape = self.action_space.shape
+        if action is None or not _real_numbers(action):
+            raise ValueError(f"{name}.step needs an action of real numbers with shape "
+                             f"{shape}, got {action!r}")
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.size != int(np.prod(shape)):
+            raise ValueError(f"{name}.step needs an action of shape {shape}, got shape "
+                             f"{arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}.step got a non-finite action {arr.tolist()}; check the "
+                             "policy's outputs (NaN usually means training diverged)")
+        return arr.reshape(shape)
 
     def __getstate__(self) -> dict[str, Any]:
         # MuJoCo envs pickle through EzPickle (constructor arguments only): carry the

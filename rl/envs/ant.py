@@ -113,7 +113,7 @@ class AntGoalEnv(GoalTaskMixin, AntEnv):
         return {**super()._get_reset_info(), "distance": self._distance(), "goal": self.goal}
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        obs, _, terminated, truncated, info = super().step(action)
+        obs, _, terminated, truncated, info = super().step(self.validate_action(action))
         dist = self._distance()
         reward_goal = -self.goal_reward_weight * dist
         reward = reward_goal + info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]

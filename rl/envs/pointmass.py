@@ -158,7 +158,7 @@ class PointmassGoalEnv(GoalTaskMixin, gym.Env):
         return self._obs(), {"distance": self._distance(), "goal": self.goal}
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        act = np.asarray(action, dtype=np.float64).reshape(2)
+        act = self.validate_action(action)
         self._state = pointmass_step(self._state, act, self.dt)
         dist = self._distance()
         info = {"distance": dist, "is_success": dist < self.success_threshold, "goal": self.goal}

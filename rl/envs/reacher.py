@@ -148,7 +148,7 @@ class ReacherGoalEnv(GoalTaskMixin, ReacherEnv):
         ))
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
+        obs, reward, terminated, truncated, info = super().step(self.validate_action(action))
         dist = self._distance()
         info.update(distance=dist, is_success=dist < self.success_threshold, goal=self.goal)
         return obs, self._goal_reward(obs, float(reward), info), terminated, truncated, info

@@ -13,12 +13,15 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 
 from rl.envs import flat_observation, flat_observation_size
 from rl.meta.model_free import EXTRA_FEATURES, check_features, loss_features
+from rl.ml3._safe_load import SAFE_DATA_KEY, read_data_json, safe_load_data, safe_replacements
 from rl.ml3.policies import ML3MultiInputPolicy, ML3Policy
 from sklearn_ml3 import LearnedLoss
+from sklearn_ml3._artifact import check_config, check_meta_info
 from sklearn_ml3.meta import torch_optimizer_spec
 
 SelfML3 = TypeVar("SelfML3", bound="ML3")
@@ -26,6 +29,21 @@ SelfML3 = TypeVar("SelfML3", bound="ML3")
 
 def _policy_info(loss: LearnedLoss) -> dict[str, Any]:
     return loss.meta_info_.get("policy", {})
+
+
+def _check_learned_loss_spec(spec) -> tuple[dict, dict, np.ndarray]:
+    """Config, meta_info and history of a loaded ``_learned_loss_spec``, validated as data."""
+    where = "the saved model's _learned_loss_spec"
+    if not isinstance(spec, dict) or set(spec) != {"config", "meta_info", "meta_history"}:
+        raise ValueError(f"{where} must hold exactly config, meta_info and meta_history")
+    config = check_config(spec["config"], where)
+    meta_info = check_meta_info(spec["meta_info"], config["kind"], where)
+    history = spec["meta_history"]
+    if not (isinstance(history, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in history)):
+        raise ValueError(f"{where}: field 'meta_history' must be a list of finite numbers")
+    return config, dict(meta_info), np.asarray(history, dtype=np.float64)
 
 
 class _LearnedLossMixin:
@@ -78,12 +96,12 @@ class _LearnedLossMixin:
         if self.learned_loss is None:
             if self._learned_loss_spec is None:
                 raise ValueError(f"{type(self).__name__} needs learned_loss=LearnedLoss(...)")
-            spec = self._learned_loss_spec
+            config, meta_info, history = _check_learned_loss_spec(self._learned_loss_spec)
             # weights are overwritten by the saved state dict right after this
-            self.learned_loss = LearnedLoss(**spec["config"], random_state=0)
-            self.learned_loss.meta_info_ = dict(spec["meta_info"])
-            if spec["meta_history"]:
-                self.learned_loss.meta_history_ = np.asarray(spec["meta_history"])
+            self.learned_loss = LearnedLoss(**config, random_state=0)
+            self.learned_loss.meta_info_ = meta_info
+            if len(history):
+                self.learned_loss.meta_history_ = history
         self.learned_loss.to(self.device)
         for param in self.learned_loss.parameters():
             param.requires_grad_(False)
@@ -146,6 +164,60 @@ class _LearnedLossMixin:
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, other = super()._get_torch_save_params()
         return [*state_dicts, "learned_loss.network_"], other
+
+    def save(self, path, exclude=None, include=None) -> None:
+        """SB3's ``save``, plus a plain-JSON copy of what SB3 pickles, so :meth:`load` needs no
+        unpickling."""
+        setattr(self, SAFE_DATA_KEY, safe_load_data(self))
+        try:
+            super().save(path, exclude=exclude, include=include)
+        finally:
+            delattr(self, SAFE_DATA_KEY)
+
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, *,
+             trust_pickled: bool = False, **kwargs):
+        """Load a model saved by :meth:`save`, running no code from the file.
+
+        SB3 stores spaces, the policy class, ``policy_kwargs`` and schedules as
+        pickles; this method rebuilds them from the plain-JSON description
+        the library's :meth:`save` writes beside them (classes come only from
+        the algorithm's policy aliases, ``torch.optim``, ``torch.nn`` and
+        SB3's feature extractors), and refuses any other pickled entry.
+
+        Parameters
+        ----------
+        path, env, device, custom_objects, **kwargs
+            As in :meth:`stable_baselines3.common.base_class.BaseAlgorithm.load`.
+        trust_pickled : bool, default=False
+            Unpickle the file's pickled entries as plain SB3 does. Unpickling
+            runs code from the file: use it only for files you trust (e.g.
+            models saved by plain SB3 or with a custom policy class or a
+            lambda schedule).
+
+        Raises
+        ------
+        ValueError
+            If the file would need unpickling and ``trust_pickled`` is False
+            (:class:`rl.ml3._safe_load.UnsafeModelFile`), or is not an SB3 zip.
+        """
+        if trust_pickled:
+            model = super().load(path, env=env, device=device, custom_objects=custom_objects,
+                                 **kwargs)
+        else:
+            file = open_path(path, "r", verbose=0, suffix="zip")
+            try:
+                name = getattr(file, "name", str(path))
+                replacements = safe_replacements(read_data_json(file), cls, name,
+                                                 custom_objects)
+                file.seek(0)
+                model = super().load(file, env=env, device=device,
+                                     custom_objects=replacements, **kwargs)
+            finally:
+                if file is not path:  # a caller's open file stays open
+                    file.close()
+        model.__dict__.pop(SAFE_DATA_KEY, None)
+        return model
 
 
 class ML3(_LearnedLossMixin, OnPolicyAlgorithm):

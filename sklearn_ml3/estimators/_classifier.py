@@ -181,6 +181,9 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
     def _fit(self, X, y, sample_weight, classes, incremental):
         first = not (incremental and hasattr(self, "module_"))
         X, y = validate_data(self, X, y, reset=first, dtype=np.float64)
+        if y.dtype == object and len({isinstance(label, str) for label in y}) > 1:
+            raise ValueError("y mixes string and numeric class labels (e.g. 'a' and 1); "
+                             "convert them to one type first, e.g. y.astype(str)")
         check_classification_targets(y)
         if incremental:
             if first and classes is None:

@@ -178,6 +178,11 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
         first = not (incremental and hasattr(self, "module_"))
         X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,
                              dtype=np.float64)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{type(self).__name__} needs numeric targets, got y of dtype {y.dtype} "
+                f"(e.g. {y.flat[0]!r}); convert them with y.astype(float), or use "
+                "MetaLossClassifier for class labels")
         y2 = y.reshape(len(y), -1)
         loss = self._resolved_loss()
         if first:
@@ -188,6 +193,11 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
             raise ValueError(f"y has {y2.shape[1]} targets; this model was fitted with "
                              f"{self._n_outputs}")
         targets = self._as_float32(TargetScaler(self._y_shift, self._y_scale).transform(y2))
+        if not np.isfinite(targets).all():
+            raise ValueError(
+                f"the targets (max |y| = {np.abs(y2).max():.3g}) do not fit float32 after "
+                f"target_scaling={self.target_scaling!r}; use target_scaling='standard' or "
+                "divide y by a constant before fitting (and multiply predictions back)")
         return self._train(loss, self._as_float32(X), targets, self._weights(sample_weight, X),
                            self._n_outputs, incremental=incremental)
 
@@ -204,7 +214,14 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
                 f"target_scaling={scaling!r}: it only knows the target range it saw during "
                 "meta-training (use target_scaling='auto')", UserWarning, stacklevel=5,
             )
-        return TargetScaler.fit(y2, scaling)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaler = TargetScaler.fit(y2, scaling)
+        if not (np.isfinite(scaler.shift).all() and np.isfinite(scaler.scale).all()):
+            raise ValueError(
+                f"the targets are too large to standardise in float64 (max |y| = "
+                f"{np.abs(y2).max():.3g}; their variance overflows above about 1e154); "
+                "divide y by a constant before fitting (and multiply predictions back)")
+        return scaler
 
     @staticmethod
     def _stratify(targets):

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -50,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import versions
+from .._utils import atomic_write, versions
 
 #: The purposes a benchmark draws random numbers for; each gets its own stream.
 STREAMS = ("meta_train", "meta_test", "validation", "init")
@@ -119,19 +117,11 @@ def _jsonable(obj):
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write ``data`` as JSON through a temporary file, so a crash never leaves half a file."""
+    """Write ``data`` as JSON with :func:`~sklearn_ml3._utils.atomic_write` (never half a file)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(data), f, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    text = json.dumps(_jsonable(data), indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 @dataclass

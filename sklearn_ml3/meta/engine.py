@@ -21,10 +21,11 @@ are all problems for this same loop.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch
 import torchopt
 from tqdm.auto import tqdm
 
-from .._utils import versions
+from .._utils import atomic_write, versions
 from . import distributed
 from .es import es_meta_gradient
 from .optim import differentiable_optimizer
@@ -227,7 +228,12 @@ def meta_train(
         File to save progress to every ``checkpoint_every`` iterations (at the
         next optimizee reset) and at the end. If it exists, training resumes
         from it and continues exactly as an uninterrupted run would (also
-        with another number of processes).
+        with another number of processes). The checkpoint records a
+        fingerprint of the run (loss shape, options, tasks, seed) and a
+        different run is refused with an error naming the difference; a larger
+        ``n_meta_iter`` extends a run. A lock file ``<checkpoint>.lock`` keeps
+        a second process (another run) off the same checkpoint. The elapsed
+        meta-training time is kept across resumes.
     random_state : int, Generator or None
         Seeds task draws and optimizee initialisations.
     verbose : int, default=1
@@ -243,7 +249,9 @@ def meta_train(
     Raises
     ------
     MetaTrainingDiverged
-        If the task loss or meta-gradient becomes non-finite.
+        If the task loss or meta-gradient becomes non-finite. A loss that
+        diverges before its first finite iteration is left as it was (not
+        marked meta-trained).
 
     Notes
     -----
@@ -288,20 +296,39 @@ def meta_train(
     optimizer = differentiable_optimizer(inner_optimizer, inner_lr)
     meta_params = list(loss.parameters())
     meta_optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
+    fingerprint = _run_fingerprint(loss, problem, options, random_state)
     rng = np.random.default_rng(random_state)
+    history: list[float] = []
+    start = 0
+    with contextlib.ExitStack() as run:
+        if checkpoint is not None:
+            if distributed.is_main_process():  # the writer; other ranks only read
+                run.enter_context(_checkpoint_lock(checkpoint))
+            if Path(checkpoint).exists():
+                start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history,
+                                         fingerprint, n_meta_iter)
+            starts = distributed.gather_lists([start])
+            if len(set(starts)) > 1:
+                raise ValueError(f"the processes would resume {checkpoint} at different "
+                                 f"iterations {starts}: put the checkpoint where every process "
+                                 "can read it")
+        return _meta_train_loop(
+            loss, problem, optimizer, meta_optimizer, meta_params, rng, history, start,
+            options=options, fingerprint=fingerprint, vectorize=vectorize,
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every, verbose=verbose,
+            callback=callback)
+
+
+def _meta_train_loop(loss, problem, optimizer, meta_optimizer, meta_params, rng, history,
+                     start, *, options, fingerprint, vectorize, checkpoint, checkpoint_every,
+                     verbose, callback):
+    n_meta_iter, tasks_per_iter = options["n_meta_iter"], options["tasks_per_iter"]
+    inner_steps, unroll, grad_clip = options["inner_steps"], options["unroll"], options["grad_clip"]
+    es = options.get("meta_gradient") == "es"
     # ES splits its population over ranks instead of the tasks
     mine = range(tasks_per_iter) if es else distributed.my_indices(tasks_per_iter)
     # this rank's share of the mean task loss (its gradient, summed over ranks, is the mean's)
     share = len(mine) / tasks_per_iter
-    history: list[float] = []
-    start = 0
-    if checkpoint is not None:
-        if Path(checkpoint).exists():
-            start = _load_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options)
-        starts = distributed.gather_lists([start])
-        if len(set(starts)) > 1:
-            raise ValueError(f"the processes would resume {checkpoint} at different iterations "
-                             f"{starts}: put the checkpoint where every process can read it")
 
     def new_episode() -> _Episode:
         # every rank draws all tasks and seeds, so that the rng stays in step
@@ -315,6 +342,16 @@ def meta_train(
         return _Episode(tasks, [_detach(p, True) for p in params], states)
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
+    previous_time = loss.meta_info_.get("meta_train_time_s", {"wall": 0.0, "cpu": 0.0})
+
+    def elapsed():
+        return {"wall": previous_time["wall"] + time.perf_counter() - t_wall,
+                "cpu": previous_time["cpu"] + time.process_time() - t_cpu}
+
+    def save(iteration):
+        _save_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options, fingerprint,
+                         iteration, elapsed())
+
     episode: _Episode | None = None
     last_good = None
     phase = 0  # inner steps taken by the current optimizees
@@ -327,8 +364,7 @@ def meta_train(
         for iteration in range(start, n_meta_iter):
             if phase == 0:
                 if checkpoint is not None and iteration - last_saved >= checkpoint_every:
-                    _save_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options,
-                                     iteration)
+                    save(iteration)
                     last_saved = iteration
                 if not es:
                     episode = new_episode()
@@ -336,7 +372,8 @@ def meta_train(
             if es:
                 value = es_meta_gradient(
                     loss, problem, problem.sample_tasks(tasks_per_iter, rng), rng,
-                    population=es_population, sigma=es_sigma, inner_steps=inner_steps,
+                    population=options["es_population"], sigma=options["es_sigma"],
+                    inner_steps=inner_steps,
                     optimizer=optimizer, run_inner=_inner_steps_functional)
             else:
                 task_loss, params, states = update_and_task_loss(
@@ -374,9 +411,10 @@ def meta_train(
     finally:
         loss._set_meta_training(False)
         bar.close()
-        _record(loss, problem, options, history, t_wall, t_cpu, vectorize)
+        if history:  # a run without one finite iteration leaves the loss as it was
+            _record(loss, problem, options, history, elapsed(), vectorize)
     if checkpoint is not None:
-        _save_checkpoint(checkpoint, loss, meta_optimizer, rng, history, options, n_meta_iter)
+        save(n_meta_iter)
     return loss.meta_history_
 
 
@@ -387,8 +425,7 @@ def _grad_norm(params) -> float:
     return float(torch.linalg.vector_norm(torch.cat(grads)))
 
 
-def _record(loss, problem, options, history, t_wall, t_cpu, vectorized):
-    previous = loss.meta_info_.get("meta_train_time_s", {"wall": 0.0, "cpu": 0.0})
+def _record(loss, problem, options, history, time_s, vectorized):
     loss.meta_history_ = np.asarray(history, dtype=np.float64)
     loss.meta_info_ = {
         "input_kind": loss.kind,
@@ -397,62 +434,138 @@ def _record(loss, problem, options, history, t_wall, t_cpu, vectorized):
         "vectorized": bool(vectorized),
         "processes": distributed.rank_and_world_size()[1],
         "problem": problem.describe(),
-        "meta_train_time_s": {
-            "wall": previous["wall"] + time.perf_counter() - t_wall,
-            "cpu": previous["cpu"] + time.process_time() - t_cpu,
-        },
+        "meta_train_time_s": time_s,
         "versions": versions(),
     }
 
 
 # ----------------------------------------------------------------- checkpoints
-def _save_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration):
+CHECKPOINT_FORMAT = "sklearn-ml3.meta-checkpoint"
+
+
+def _digest(tree) -> str:
+    """SHA-256 of the tensors and arrays in a pytree (shapes, dtypes, bytes)."""
+    digest = hashlib.sha256()
+    for leaf in optree.tree_leaves(tree, none_is_leaf=True):
+        if isinstance(leaf, torch.Tensor):
+            leaf = leaf.detach().cpu().numpy()
+        if isinstance(leaf, np.ndarray):
+            digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+            digest.update(np.ascontiguousarray(leaf).tobytes())
+        else:
+            digest.update(repr(leaf).encode())
+    return digest.hexdigest()
+
+
+def _run_fingerprint(loss, problem, options, random_state) -> dict[str, Any]:
+    """What makes two meta-training runs the same run (``n_meta_iter`` may grow)."""
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        seed = None if random_state is None else int(random_state)
+    else:  # a Generator or RandomState: its state at the start of the run
+        seed = _digest(np.random.default_rng(random_state).bit_generator.state)
+    fixed_tasks = getattr(problem, "tasks", None)
+    return {
+        "loss_config": loss.get_config(),
+        "options": {k: v for k, v in options.items() if k != "n_meta_iter"},
+        "problem": json.loads(json.dumps(problem.describe(), default=repr)),
+        "tasks": _digest(fixed_tasks) if isinstance(fixed_tasks, (list, tuple)) else None,
+        "random_state": seed,
+    }
+
+
+def _differences(saved: dict, now: dict, prefix="") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key, "<absent>"), now.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+@contextlib.contextmanager
+def _checkpoint_lock(path):
+    """Hold ``<path>.lock`` (``flock``) for the run; the kernel releases it if the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): run unlocked
+        yield
+        return
+    lock_path = Path(str(path) + ".lock")
+    try:
+        handle = open(lock_path, "a+")  # noqa: SIM115 (held for the whole run)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot use checkpoint {path}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RuntimeError(
+                f"checkpoint {path} is in use by {holder}; two runs must not share a "
+                "checkpoint (wait for it or give this run another path)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _save_checkpoint(path, loss, meta_optimizer, rng, history, options, fingerprint, iteration,
+                     time_s):
     """Rank 0 writes; the other ranks wait until the file is complete."""
     if distributed.is_main_process():
-        _write_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration)
+        _write_checkpoint(path, loss, meta_optimizer, rng, history, options, fingerprint,
+                          iteration, time_s)
     distributed.barrier()
 
 
-def _write_checkpoint(path, loss, meta_optimizer, rng, history, options, iteration):
+def _write_checkpoint(path, loss, meta_optimizer, rng, history, options, fingerprint,
+                      iteration, time_s):
     state = {
-        "format": "sklearn-ml3.meta-checkpoint",
+        "format": CHECKPOINT_FORMAT,
         "iteration": int(iteration),
         "options": json.dumps(options),
+        "fingerprint": json.dumps(fingerprint),
         "loss_config": json.dumps(loss.get_config()),
         "phi": {k: v.detach().cpu() for k, v in loss.network_.state_dict().items()},
         "meta_optimizer": meta_optimizer.state_dict(),
         "rng_state": json.dumps(rng.bit_generator.state),
         "history": torch.tensor(history, dtype=torch.float64),
-        "time": json.dumps(loss.meta_info_.get("meta_train_time_s", {"wall": 0.0, "cpu": 0.0})),
+        "time": json.dumps(time_s),
     }
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint behind
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # never leave a half-written checkpoint behind
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _load_checkpoint(path, loss, meta_optimizer, rng, history, options) -> int:
+def _load_checkpoint(path, loss, meta_optimizer, rng, history, fingerprint, n_meta_iter) -> int:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
         raise ValueError(f"cannot read meta-training checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != "sklearn-ml3.meta-checkpoint":
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a sklearn-ml3 meta-training checkpoint")
     if json.loads(state["loss_config"]) != loss.get_config():
         raise ValueError(f"checkpoint {path} belongs to a loss of another shape")
-    saved = json.loads(state["options"])
-    if {k: v for k, v in saved.items() if k != "n_meta_iter"} != {
-        k: v for k, v in options.items() if k != "n_meta_iter"
-    }:
+    if "fingerprint" in state:
+        saved = json.loads(state["fingerprint"])
+    else:  # checkpoints written before the fingerprint: options and shape only
+        saved = {"options": {k: v for k, v in json.loads(state["options"]).items()
+                             if k != "n_meta_iter"}}
+        fingerprint = {k: fingerprint[k] for k in saved}
+    differences = _differences(saved, fingerprint)
+    if differences:
         raise ValueError(
-            f"checkpoint {path} was written with other meta-training options {saved}; "
-            "remove it or resume with the same options"
-        )
+            f"checkpoint {path} was written by another run with other meta-training options "
+            f"({'; '.join(differences)}); remove it or resume with the same settings")
+    if int(state["iteration"]) > n_meta_iter:
+        raise ValueError(
+            f"checkpoint {path} is at iteration {state['iteration']}, past n_meta_iter="
+            f"{n_meta_iter}; resume with n_meta_iter >= {state['iteration']}")
     with torch.no_grad():
         loss.network_.load_state_dict(state["phi"])
     meta_optimizer.load_state_dict(state["meta_optimizer"])

@@ -224,6 +224,45 @@ def test_bad_goals_raise_clear_value_error(cls, bad, match):
         cls.validate_goal(bad)
 
 
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("bad", [True, [True, False], [0, True], [1 + 2j, 0.0], ["0.1", "0.1"]])
+def test_goals_must_be_real_numbers(env_id, bad):
+    cls = ENV_CLASSES[env_id]
+    if cls.goal_dim == 1 and np.ndim(bad) == 1:
+        bad = bad[1:] if bad == [0, True] else bad[:1]
+    with pytest.raises(ValueError, match="goal must be numeric: real numbers, not booleans"):
+        cls.validate_goal(bad)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("bad", ["nan", "inf", "none"])
+def test_non_finite_actions_raise_and_leave_the_state(env_id, bad):
+    env = ENV_CLASSES[env_id]()
+    env.reset(seed=0)
+    action = np.zeros(env.action_space.shape)
+    obs, reward, *_ = env.step(action)
+    if bad == "none":
+        action, match = None, "needs an action of real numbers"
+    else:
+        action[0] = float(bad)
+        match = "non-finite action"
+    with pytest.raises(ValueError, match=match):
+        env.step(action)
+    obs2, reward2, *_ = env.step(np.zeros(env.action_space.shape))  # still stepping cleanly
+    assert np.all(np.isfinite(obs2)) and np.isfinite(reward2)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_reset_without_a_goal_keeps_the_current_goal(env_id):
+    cls = ENV_CLASSES[env_id]
+    goal = cls.sample_tasks(1, 0, region="left")[0]
+    env = cls(goal=goal)
+    for options in (None, {}, {"other": 1}):
+        obs, _ = env.reset(seed=0, options=options)
+        np.testing.assert_array_equal(env.goal, goal)
+        np.testing.assert_allclose(obs[-cls.goal_dim:], goal, rtol=1e-6)
+
+
 def test_bad_goal_rejected_by_constructor_set_task_and_reset():
     with pytest.raises(ValueError, match="shape"):
         PointmassGoalEnv(goal=[1.0])

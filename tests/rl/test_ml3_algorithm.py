@@ -105,6 +105,24 @@ def test_run_vec_env_normalize_and_callback(learned_loss):
     assert calls[-1] == 40
 
 
+def test_loss_sees_observations_before_vec_normalize(learned_loss):
+    """The loss reads the env's raw observations, as in meta-training, not normalised ones."""
+    from rl.meta.model_free import loss_features
+
+    env = VecNormalize(make_vec_env(make_env, n_envs=2, seed=0), norm_reward=False)
+    model = ML3("MlpPolicy", env, learned_loss=learned_loss, n_steps=10, seed=0, device="cpu")
+    model.learn(total_timesteps=40)  # VecNormalize gathers its statistics
+    raw = th.as_tensor(env.get_original_obs(), dtype=th.float32)
+    normalised = th.as_tensor(env.normalize_obs(env.get_original_obs()), dtype=th.float32)
+    assert not th.allclose(raw, normalised, atol=1e-2)  # the test can tell them apart
+    actions, log_prob = th.randn(2, 2), th.randn(2)
+    info = learned_loss.meta_info_["policy"]
+    on_raw = learned_loss(loss_features(raw, actions, log_prob, 2, info["input_shift"],
+                                        info["input_scale"]))
+    got = model._learned_loss_value(normalised, actions, log_prob)
+    th.testing.assert_close(got, on_raw, rtol=1e-5, atol=1e-6)
+
+
 def test_rewards_are_not_used(learned_loss):
     class FlipReward(gym.RewardWrapper):
         def reward(self, reward):
