@@ -196,6 +196,10 @@ class SupervisedProblem:
         self._batch_gen = torch.Generator()
         self._inner_batch_sizes: list[int] = []  # samples per inner step, for describe()
 
+    #: keys of :meth:`describe` measured during a run, not settings of it (checkpoint
+    #: fingerprints ignore them)
+    observed_keys = ("inner_batch_size",)
+
     @property
     def vectorizable(self) -> bool:
         if self.batch_size is not None:

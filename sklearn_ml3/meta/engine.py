@@ -464,10 +464,13 @@ def _run_fingerprint(loss, problem, options, random_state) -> dict[str, Any]:
     else:  # a Generator or RandomState: its state at the start of the run
         seed = _digest(np.random.default_rng(random_state).bit_generator.state)
     fixed_tasks = getattr(problem, "tasks", None)
+    # what a problem measures while it runs (e.g. batch sizes seen) is not a setting
+    observed = set(getattr(problem, "observed_keys", ()))
+    description = {k: v for k, v in problem.describe().items() if k not in observed}
     return {
         "loss_config": loss.get_config(),
         "options": {k: v for k, v in options.items() if k != "n_meta_iter"},
-        "problem": json.loads(json.dumps(problem.describe(), default=repr)),
+        "problem": json.loads(json.dumps(description, default=repr)),
         "tasks": _digest(fixed_tasks) if isinstance(fixed_tasks, (list, tuple)) else None,
         "random_state": seed,
     }
