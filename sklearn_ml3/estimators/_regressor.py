@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import StrOptions
@@ -193,7 +194,7 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
             raise ValueError(f"y has {y2.shape[1]} targets; this model was fitted with "
                              f"{self._n_outputs}")
         targets = self._as_float32(TargetScaler(self._y_shift, self._y_scale).transform(y2))
-        if not np.isfinite(targets).all():
+        if not torch.isfinite(targets).all():
             raise ValueError(
                 f"the targets (max |y| = {np.abs(y2).max():.3g}) do not fit float32 after "
                 f"target_scaling={self.target_scaling!r}; use target_scaling='standard' or "
