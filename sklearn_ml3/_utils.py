@@ -136,7 +136,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     """Write a file through ``write(temporary_path)``, then move it onto ``path``.
 
     The target is either the old file or the complete new one, also after a
-    crash: the data is ``fsync``ed before the rename and the directory after.
+    crash: the data is flushed with ``fsync`` before the rename, and the directory after.
     The new file gets the mode of the file it replaces, or ``0666 & ~umask``
     (``mkstemp`` alone would leave it 0600). Temporary files are named
     ``.<name>.<pid>.<random>.tmp`` beside the target; a later save to the same

@@ -508,7 +508,7 @@ class LearnedLoss(torch.nn.Module):
 
         The metadata holds a checksum of the tensors (names, dtypes, shapes,
         bytes) that :meth:`load` verifies. The file is written to a temporary
-        name, ``fsync``ed and then moved into place
+        name, flushed to disk with ``fsync`` and then moved into place
         (:func:`sklearn_ml3._utils.atomic_write`), so an existing file is
         never left half-written.
         """
