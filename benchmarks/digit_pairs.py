@@ -36,12 +36,20 @@ import copy
 import time
 
 import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
 
-from sklearn_ml3 import LearnedLoss, MetaLossClassifier
 from sklearn_ml3.datasets import load_digits_8x8, load_mnist_5k
-from sklearn_ml3.estimators import LeNet
+from sklearn_ml3.experiments.digits import (
+    GROUPS,
+    LR,
+    LR_GRID,
+    META_TRAIN_DIGITS,
+    MLP_HIDDEN,
+    evaluate_panel,
+    meta_train_digit_loss,
+    meta_train_task,
+    new_loss,
+    template,
+)
 from sklearn_ml3.experiments.harness import (
     Benchmark,
     CurvePanel,
@@ -50,20 +58,6 @@ from sklearn_ml3.experiments.harness import (
     stats,
     step_size_lines,
 )
-from sklearn_ml3.meta import meta_test, step_size_diagnostic, tune_lr
-from sklearn_ml3.meta.baselines import log_loss
-from sklearn_ml3.tasks import SupervisedProblem, Task
-
-META_TRAIN_DIGITS = (2, 8)
-GROUPS = {  # meta-test digit sets and the validation sets that tune the baseline
-    "pairs": {"test": [(4, 7), (9, 3), (1, 0), (6, 5)],
-              "validation": [(3, 5), (0, 6), (7, 9), (1, 8)], "archs": ("lenet", "mlp")},
-    "triples": {"test": [(4, 7, 9), (1, 0, 6)], "validation": [(3, 5, 8), (0, 2, 7)],
-                "archs": ("mlp",)},
-}
-LR = 1e-3
-LR_GRID = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-MLP_HIDDEN = (100,)
 
 bench = Benchmark("digit_pairs", __doc__)
 bench.add_argument("--meta-iter", type=int, default=1000,
@@ -81,43 +75,11 @@ bench.add_argument("--steps", type=int, default=100)
 bench.add_argument("--eval-every", type=int, default=10)
 
 
-# ------------------------------------------------------------------ data
-def digit_subset(X, y, digits, seed: int, test_size: float = 0.3):
-    """Images of ``digits`` relabelled 0..k-1, split into stratified train/test sets."""
-    digits = [int(d) for d in digits]
-    if len(set(digits)) != len(digits) or len(digits) < 2:
-        raise ValueError(f"need at least two different digits, got {digits}")
-    mask = np.isin(y, digits)
-    position = {d: i for i, d in enumerate(digits)}  # digits[i] -> label i
-    labels = np.array([position[int(v)] for v in y[mask]], dtype=np.int64)
-    return train_test_split(X[mask], labels, test_size=test_size, stratify=labels,
-                            random_state=seed)
-
-
-def meta_train_task(X, y, digits):
-    """One meta-training task: the first half of the pair's training split for the
-    inner steps, the second half for the task loss."""
-    X_tr, _, y_tr, _ = digit_subset(X, y, digits, seed=0)
-    half = len(X_tr) // 2
-    return X_tr[:half], y_tr[:half], X_tr[half:], y_tr[half:]
-
-
-def template(arch: str, lr: float = LR) -> MetaLossClassifier:
-    """The optimizee as an estimator template (architecture and inner lr)."""
-    if arch == "lenet":
-        return MetaLossClassifier(module=LeNet, lr=lr, solver="sgd")
-    if arch == "mlp":
-        return MetaLossClassifier(hidden_layer_sizes=MLP_HIDDEN, lr=lr, solver="sgd")
-    raise ValueError(f"unknown architecture {arch!r}")
-
-
 # ------------------------------------------------------------- meta-training
 def meta_train_losses(mnist, digits8, args, streams) -> tuple[dict, dict]:
     """The learned losses of one seed, and the CPU/wall time and task-loss trace of each."""
-    X, y = mnist
-    pair_task = meta_train_task(X, y, META_TRAIN_DIGITS)
-    common = dict(inner_steps=args.inner_steps, batch_size=args.batch_size, grad_clip=10.0,
-                  verbose=0)
+    pair_task = meta_train_task(*mnist, META_TRAIN_DIGITS)
+    common = dict(inner_steps=args.inner_steps, batch_size=args.batch_size, verbose=0)
     seed_loss, seed_meta, seed_finetune = streams.ints("meta_train", 3)
     losses, info = {}, {}
 
@@ -131,57 +93,20 @@ def meta_train_losses(mnist, digits8, args, streams) -> tuple[dict, dict]:
                       "task_loss_first": float(np.mean(hist[:n])),
                       "task_loss_last": float(np.mean(hist[-n:]))}
 
-    def new_loss() -> LearnedLoss:
-        return LearnedLoss("classification", hidden_layer_sizes=(40, 40), output="softplus",
-                           random_state=seed_loss)
-
-    timed("mlp", lambda: new_loss().meta_fit(
-        [pair_task], estimator=template("mlp"), n_meta_iter=args.meta_iter,
-        meta_lr=args.meta_lr, random_state=seed_meta, **common))
+    for name, task in (("mlp", "pair"), ("digits10", "digits10")):
+        timed(name, lambda t=task: meta_train_digit_loss(
+            t, seed_loss, seed_meta, n_meta_iter=args.meta_iter, meta_lr=args.meta_lr,
+            **common))
     timed("mlp+lenet", lambda: copy.deepcopy(losses["mlp"]).meta_fit(
         [pair_task], estimator=template("lenet"), n_meta_iter=args.lenet_iter,
-        meta_lr=args.lenet_meta_lr, random_state=seed_finetune, **common))
-    X8, y8 = digits8
-    perm = np.random.default_rng(seed_meta).permutation(len(X8))
-    half = len(X8) // 2
-    task10 = (X8[perm[:half]], y8[perm[:half]], X8[perm[half:]], y8[perm[half:]])
-    timed("digits10", lambda: new_loss().meta_fit(
-        [task10], estimator=template("mlp"), n_meta_iter=args.meta_iter,
-        meta_lr=args.meta_lr, random_state=seed_meta, **common))
+        meta_lr=args.lenet_meta_lr, random_state=seed_finetune, grad_clip=10.0, **common))
+    losses = {k: losses[k] for k in ("mlp", "mlp+lenet", "digits10")}  # the report's order
+    info = {k: info[k] for k in losses}
     if args.full:
-        timed("lenet", lambda: new_loss().meta_fit(
+        timed("lenet", lambda: new_loss(seed_loss).meta_fit(
             [pair_task], estimator=template("lenet"), n_meta_iter=args.scratch_iter,
-            meta_lr=args.scratch_meta_lr, random_state=seed_meta, **common))
+            meta_lr=args.scratch_meta_lr, random_state=seed_meta, grad_clip=10.0, **common))
     return losses, info
-
-
-# ---------------------------------------------------------------- meta-test
-def accuracy(problem):
-    def metric(params, task):
-        X_test, y_test = task.extra["X_test"], task.extra["y_test"]
-        return (problem.predict(params, task, X_test).argmax(1) == y_test).float().mean()
-    return metric
-
-
-def digit_tasks(mnist, digit_sets, seed) -> list[Task]:
-    """Training data as the problem trains on it (one-hot targets); the test split is kept
-    in ``extra``, which only the accuracy metric reads."""
-    tasks = []
-    for digits in digit_sets:
-        X_tr, X_te, y_tr, y_te = digit_subset(*mnist, digits, seed)
-        X_tr = torch.as_tensor(X_tr, dtype=torch.float32)
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_tr), len(digits)).float()
-        tasks.append(Task(X_tr, onehot, X_tr, onehot,
-                          {"X_test": torch.as_tensor(X_te, dtype=torch.float32),
-                           "y_test": torch.as_tensor(y_te)}))
-    return tasks
-
-
-def accuracy_curves(problem, loss, tasks, init_seeds, args, lr=None) -> np.ndarray:
-    """Test accuracy curves (n_tasks, n_evaluations); ``lr=None``: the loss's own lr."""
-    return meta_test(problem, loss, tasks, n_updates=args.steps, metric=accuracy(problem),
-                     init_seeds=[init_seeds], lr=lr, optimizer=None if lr is None else "sgd",
-                     eval_every=args.eval_every).curves[0]
 
 
 def run_seed(seed, streams, args) -> dict:
@@ -191,35 +116,14 @@ def run_seed(seed, streams, args) -> dict:
         loss.save(args.out / "runs" / f"loss_{name}_seed{seed}.ml3")
     curves, baselines, step_size = {}, [], {}
     for group, spec in GROUPS.items():
-        test = digit_tasks(mnist, spec["test"], streams.seed_of("meta_test"))
-        validation = digit_tasks(mnist, spec["validation"], streams.seed_of("validation"))
-        init = streams.ints("init", len(test) + len(validation))
-        test_init, val_init = init[:len(test)], init[len(test):]
         for arch in spec["archs"]:
-            problem = SupervisedProblem(test, template(arch)._module_factory,
-                                        kind="classification", batch_size=args.batch_size,
-                                        n_classes=len(spec["test"][0]))
             panel = f"{group}|{arch}"
-            for name, loss in losses.items():
-                curves[f"{panel}|learned {name}"] = accuracy_curves(problem, loss, test,
-                                                                    test_init, args)
-                diag = step_size_diagnostic(problem, loss, log_loss, test, n_updates=args.steps,
-                                            init_seeds=[test_init])
-                step_size[f"{panel}|{name}"] = diag
-                curves[f"{panel}|log-loss at lr x ratio of {name}"] = accuracy_curves(
-                    problem, log_loss, test, test_init, args, LR * diag["control_lr_factor"])
-            curves[f"{panel}|log-loss (same lr)"] = accuracy_curves(problem, log_loss, test,
-                                                                    test_init, args, LR)
-            record = tune_lr(
-                lambda lr, p=problem, v=validation, i=val_init: accuracy_curves(
-                    p, log_loss, v, i, args, lr).mean(),
-                LR_GRID, name=f"log-loss, {arch} on {group}", lower_is_better=False,
-                selected_on="validation digit sets "
-                + ", ".join("v".join(map(str, d)) for d in spec["validation"])
-                + " (not meta-test sets), area under the accuracy curve")
-            baselines.append({"panel": panel, **record})
-            curves[f"{panel}|log-loss (best lr)"] = accuracy_curves(
-                problem, log_loss, test, test_init, args, record["best_lr"])
+            result = evaluate_panel(losses, streams, group, arch, n_updates=args.steps,
+                                    eval_every=args.eval_every, batch_size=args.batch_size,
+                                    mnist=mnist)
+            curves.update({f"{panel}|{k}": v for k, v in result["curves"].items()})
+            step_size.update({f"{panel}|{k}": v for k, v in result["step_size"].items()})
+            baselines.append({"panel": panel, **result["baseline"]})
     return {"curves": curves, "baselines": baselines, "step_size": step_size,
             "meta_training": info}
 

@@ -67,6 +67,20 @@ CONFIGS = {
                            "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
                            "task_loss_episodes": 32, "meta_lr": 3e-3},
 }
+#: Seeds of the goal draws: meta-training goals, held-out goals (separate draws).
+TRAIN_GOALS_SEED, HELDOUT_GOALS_SEED = 1, 2
+
+
+def training_goals() -> np.ndarray:
+    """The 30 meta-training goals."""
+    return ReacherGoalEnv.sample_tasks(30, np.random.default_rng(TRAIN_GOALS_SEED))
+
+
+def heldout_goals(n: int = 10) -> np.ndarray:
+    """The protocol's held-out goals (never seen in meta-training), the first ``n``."""
+    return ReacherGoalEnv.sample_tasks(10, np.random.default_rng(HELDOUT_GOALS_SEED))[:n]
+
+
 ARCHITECTURES = {"64-64 (meta-train)": [64, 64], "32": [32], "128-128": [128, 128],
                  "256-256-256": [256, 256, 256]}
 
@@ -133,7 +147,7 @@ def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch
     cache = args.out / "runs" / f"{key}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    result = _train(method, goal, seed, budget, args, loss, net_arch)
+    result = train_run(method, goal, seed, budget, args, loss, net_arch)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(result))
     return result
@@ -147,7 +161,9 @@ def _run_one_thread(*args, **kwargs) -> dict:
         return run_one(*args, **kwargs)
 
 
-def _train(method, goal, seed, budget, args, loss, net_arch) -> dict:
+def train_run(method, goal, seed, budget, args, loss, net_arch, ppo_overrides=None) -> dict:
+    """One run; ``args`` gives ``eval_every`` and ``eval_episodes``; ``ppo_overrides``
+    replaces entries of :data:`PPO_TUNED`."""
     env = DummyVecEnv([lambda: gym.make(ENV_ID, goal=goal)])
     env.seed(seed)
     start = time.process_time()
@@ -156,7 +172,7 @@ def _train(method, goal, seed, budget, args, loss, net_arch) -> dict:
         model = ML3("MlpPolicy", env, learned_loss=loss, seed=seed, **kwargs)
     else:
         env = VecNormalize(env, norm_obs=True, norm_reward=False, gamma=PPO_TUNED["gamma"])
-        model = PPO("MlpPolicy", env, seed=seed, **PPO_TUNED)
+        model = PPO("MlpPolicy", env, seed=seed, **{**PPO_TUNED, **(ppo_overrides or {})})
     curve = EvalCurve(goal, args.eval_every, args.eval_episodes, seed=10_000 + seed)
     model.learn(total_timesteps=budget, callback=curve)
     return {"steps": curve.steps, "distance": curve.distance, "return": curve.returns,
@@ -261,7 +277,7 @@ def main(argv=None) -> dict:
                         help="meta-iterations (default: the configuration's)")
     parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
                         help="meta-training configuration (see CONFIGS)")
-    parser.add_argument("--arch-goals", type=int, default=1,
+    parser.add_argument("--arch-goals", type=int, default=5,
                         help="goals of the architecture experiment (1 seed each)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-episodes", type=int, default=3)
@@ -275,8 +291,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    train_goals = ReacherGoalEnv.sample_tasks(30, np.random.default_rng(1))
-    test_goals = ReacherGoalEnv.sample_tasks(10, np.random.default_rng(2))[: args.goals]
+    train_goals, test_goals = training_goals(), heldout_goals(args.goals)
 
     loss_path = args.out / f"reacher_{_tag(args)}_{args.meta_iter}.ml3"
     meta_settings = {"n_meta_iter": args.meta_iter, **CONFIGS[args.config]}

@@ -251,4 +251,26 @@ class DynamicsEnsemble(nn.Module):
         }
 
 
-__all__ = ["DynamicsEnsemble"]
+class ExactDynamics(nn.Module):
+    """A known differentiable simulator in the interface of :class:`DynamicsEnsemble`.
+
+    Baselines that differentiate a task loss through the *true* dynamics
+    (an upper bound on what any learned model gives them) use it in place of
+    a learned model, e.g. ``ExactDynamics(pointmass_step)``.
+
+    Parameters
+    ----------
+    step : callable ``(state, action) -> next_state``
+        Torch operations only (it is differentiated and vmapped).
+    """
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor,
+                member: int | None = None) -> torch.Tensor:
+        return self.step(state, action)
+
+
+__all__ = ["DynamicsEnsemble", "ExactDynamics"]

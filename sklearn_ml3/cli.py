@@ -1,4 +1,4 @@
-"""The ``ml3`` command: demo, meta-train, evaluate, info."""
+"""The ``ml3`` command: demo, meta-train, evaluate, info, zoo."""
 
 from __future__ import annotations
 
@@ -359,6 +359,20 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_zoo(args) -> int:
+    from . import zoo
+
+    if args.name is None:
+        for name in zoo.list():
+            print(zoo.card(name).one_line())
+        return 0
+    try:
+        print(zoo.card(args.name).to_markdown(), end="")
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return 0
+
+
 def _positive_fraction(value: str) -> float:
     fraction = float(value)
     if not 0 < fraction < 1:
@@ -442,6 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a saved loss's metadata")
     info.add_argument("file")
     info.set_defaults(func=cmd_info)
+
+    zoo = sub.add_parser("zoo", help="list the shipped pre-trained losses, or show one's card",
+                         description="Without NAME: one line per entry with its measured "
+                                     "result. With NAME: the entry's card. Load an entry in "
+                                     "Python with sklearn_ml3.zoo.load(NAME).")
+    zoo.add_argument("name", nargs="?", metavar="NAME", help="an entry of the zoo")
+    zoo.set_defaults(func=cmd_zoo)
     return parser
 
 

@@ -64,3 +64,27 @@ def test_es_meta_training_lowers_the_task_loss_and_is_reproducible():
 def test_bad_es_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         meta_train(double_loss(), sine_problem(), n_meta_iter=1, verbose=0, **kwargs)
+
+
+def test_interrupted_es_meta_training_resumes_exactly(tmp_path):
+    """A killed ES run resumes from its checkpoint to the uninterrupted weights: the
+    population noise and the task draws continue where they stopped."""
+    kwargs = dict(n_meta_iter=12, inner_steps=2, unroll=2, tasks_per_iter=2, inner_lr=0.1,
+                  meta_lr=0.03, meta_gradient="es", es_population=4, es_sigma=0.05,
+                  random_state=0, verbose=0)
+    reference = double_loss(seed=0)
+    meta_train(reference, sine_problem(), **kwargs)
+
+    def stop(iteration, value):
+        if iteration == 7:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "es.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(double_loss(seed=0), sine_problem(), checkpoint=ckpt, checkpoint_every=5,
+                   callback=stop, **kwargs)
+    resumed = double_loss(seed=0)
+    meta_train(resumed, sine_problem(), checkpoint=ckpt, checkpoint_every=5, **kwargs)
+    np.testing.assert_allclose(resumed.meta_history_, reference.meta_history_, rtol=1e-6)
+    for x, y in zip(resumed.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)

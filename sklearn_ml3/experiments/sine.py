@@ -138,15 +138,8 @@ def run_seed(seed: int, streams: SeedStreams, *, n_test_tasks: int = 10,
              n_meta_iter: int | None = None, lr_grid=LR_GRID, n_steps: int = 100,
              time_budget: bool = True, meta_overrides: dict[str, Any] | None = None,
              loss_path: str | Path | None = None, verbose: int = 0) -> dict[str, Any]:
-    """One seed of the protocol: meta-train, tune the baselines, meta-test, diagnose.
-
-    Curves are test MSE per step, averaged over the seed's ``n_test_tasks``
-    unseen tasks. Baselines (MSE on raw and on standardised targets) are run
-    at the learned loss's lr and at the best lr of :func:`~sklearn_ml3.meta.tune_lr`
-    on validation tasks from their own stream. The step-size diagnostic
-    compares the learned loss's gradient with MSE's on standardised targets
-    (what the learned loss sees) and runs that MSE at ``lr x norm ratio``.
-    """
+    """One seed of the protocol: meta-train, then :func:`evaluate_loss` (tuned baselines,
+    meta-test, step-size diagnostic)."""
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     loss = meta_train_sine_loss(streams.seed_of("meta_train"), n_meta_iter=n_meta_iter,
                                 verbose=verbose, **(meta_overrides or {}))
@@ -156,6 +149,29 @@ def run_seed(seed: int, streams: SeedStreams, *, n_test_tasks: int = 10,
         loss.save(loss_path)
     if time_budget:
         meta["authors_budget_cpu"] = time_authors_budget(streams.seed_of("meta_train"))
+    return {**evaluate_loss(loss, streams, n_test_tasks=n_test_tasks, lr_grid=lr_grid,
+                            n_steps=n_steps), "meta_training": meta}
+
+
+def evaluate_loss(loss: LearnedLoss, streams: SeedStreams, *, n_test_tasks: int = 10,
+                  lr_grid=LR_GRID, n_steps: int = 100) -> dict[str, Any]:
+    """Meta-test a sine loss on one seed's unseen tasks against tuned MSE baselines.
+
+    Curves are test MSE per step, averaged over the seed's ``n_test_tasks``
+    unseen tasks. Baselines (MSE on raw and on standardised targets) are run
+    at the learned loss's lr and at the best lr of :func:`~sklearn_ml3.meta.tune_lr`
+    on validation tasks from their own stream. The step-size diagnostic
+    compares the learned loss's gradient with MSE's on standardised targets
+    (what the learned loss sees) and runs that MSE at ``lr x norm ratio``.
+
+    Returns
+    -------
+    dict
+        ``curves`` (method -> mean curve, ``inf`` where training diverged),
+        ``baselines`` (:func:`~sklearn_ml3.meta.tune_lr` records) and
+        ``step_size`` (:func:`~sklearn_ml3.meta.step_size_diagnostic`).
+    """
+    seed = streams.seed
     tasks = sample_test_tasks(seed, n_test_tasks)
     validation = sample_test_tasks(seed, n_test_tasks, stream="validation")
     init = streams.ints("init", 2 * n_test_tasks)
@@ -182,7 +198,7 @@ def run_seed(seed: int, streams: SeedStreams, *, n_test_tasks: int = 10,
     curves["mse_standardized (step-size control)"] = mean_curve(
         "squared_error", LR * step_size["control_lr_factor"], True)
     return {"curves": {k: np.where(np.isfinite(v), v, np.inf) for k, v in curves.items()},
-            "baselines": baselines, "step_size": step_size, "meta_training": meta}
+            "baselines": baselines, "step_size": step_size}
 
 
 def run_protocol(seeds=(0, 1, 2, 3, 4), n_test_tasks: int = 10, n_meta_iter: int | None = None,
