@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from sklearn_ml3 import LearnedLoss, MetaLossClassifier, MetaLossRegressor
 from sklearn_ml3._utils import versions
-from sklearn_ml3.experiments.baselines import tune_lr
+from sklearn_ml3.meta import tune_lr
 
 #: Epochs of the equal-work timing comparison.
 TIMING_EPOCHS = 50
@@ -106,7 +106,7 @@ def tuned_mlp(mlp, X_tr, y_tr, seed: int) -> tuple[object, dict]:
                                                   random_state=seed, stratify=stratify)
     record = tune_lr(lambda lr: timed_score(mlp.set_params(learning_rate_init=lr), X_fit, y_fit,
                                             X_val, y_val)[0],
-                     1e-3, higher_is_better=True, name=type(mlp).__name__,
+                     (3e-4, 1e-3, 3e-3), lower_is_better=False, name=type(mlp).__name__,
                      selected_on="25% validation split of the training part")
     return clone(mlp).set_params(learning_rate_init=record["best_lr"]), record
 

@@ -257,11 +257,12 @@ def evaluate_on_tables(loss, tables, paths, kind, *, seeds, max_iter, test_fract
     from sklearn.metrics import mean_squared_error
     from tqdm.auto import tqdm
 
+    from . import meta
     from .estimators import MetaLossClassifier, MetaLossRegressor
-    from .experiments.baselines import tune_lr
 
     cls = MetaLossClassifier if kind == "classification" else MetaLossRegressor
     higher_is_better = kind == "classification"
+    builtin = "log_loss" if higher_is_better else "squared_error"
     # one fixed budget for every method: no early stopping on any of them
     common = {"hidden_layer_sizes": tuple(hidden), "max_iter": max_iter,
               "n_iter_no_change": max_iter}
@@ -292,10 +293,11 @@ def evaluate_on_tables(loss, tables, paths, kind, *, seeds, max_iter, test_fract
             for seed in seeds:
                 X_tr, y_tr, X_te, y_te = split_task(X, y, test_fraction, seed, kind)
                 X_fit, y_fit, X_val, y_val = split_task(X_tr, y_tr, 0.25, seed + 1000, kind)
-                record = tune_lr(lambda lr_, s=seed, d=(X_fit, y_fit, X_val, y_val): score(
-                    cls("log_loss" if higher_is_better else "squared_error", lr=lr_,
-                        **handwritten), *d, s), lr, higher_is_better=higher_is_better)
-                builtin = "log_loss" if higher_is_better else "squared_error"
+                record = meta.tune_lr(
+                    lambda lr_, s=seed, d=(X_fit, y_fit, X_val, y_val): score(
+                        cls(builtin, lr=lr_, **handwritten), *d, s),
+                    (lr / 3, lr, lr * 3), name=builtin, lower_is_better=not higher_is_better,
+                    selected_on="25% validation split of the training part")
                 methods = {
                     "learned loss": (learned, lr),
                     f"{builtin}, same lr": (cls(builtin, lr=lr, **handwritten), lr),
@@ -315,39 +317,35 @@ def evaluate_on_tables(loss, tables, paths, kind, *, seeds, max_iter, test_fract
 
 
 def _evaluate_sine(loss, args) -> int:
-    """The sine protocol: the learned loss vs MSE at the same lr and at the lr tuned on
-    validation tasks, on raw and on standardised targets (the baselines of ``ml3 demo``)."""
+    """The sine protocol of ``benchmarks/sine_regression.py`` for one seed: the learned loss
+    vs MSE at the same lr and at the lr tuned on validation tasks, on raw and on
+    standardised targets, and the step-size control."""
     _single_thread()
-    from tqdm.auto import tqdm
-
-    from .experiments.baselines import tune_lr
-    from .experiments.sine import LR, mean_test_curve, sample_test_tasks
+    from .experiments import sine
+    from .experiments.harness import SeedStreams
 
     if loss.kind != "regression" or loss.n_extra_inputs:
         raise ValueError(
             f"ml3 evaluate without --csv runs the sine-regression protocol and needs a plain "
             f"regression loss; {args.file} holds a kind={loss.kind!r} loss"
         )
-    tasks = sample_test_tasks(args.seed, args.tasks)
-    validation = sample_test_tasks(args.seed + 10_000, args.tasks)  # tuning only, never scored
-    bar = tqdm(desc="evaluate", total=4, dynamic_ncols=True)
-    rows = [("learned loss", loss, LR, None)]
-    for standardize, label in ((False, "MSE"), (True, "MSE, standardised targets")):
-        rows.append((f"{label}, same lr", "squared_error", LR, standardize))
-        record = tune_lr(lambda lr, s=standardize: mean_test_curve(
-            "squared_error", validation, lr, 100, args.seed, s)[-1], LR, higher_is_better=False,
-            selected_on=f"{len(validation)} validation tasks")
-        rows.append((f"{label}, tuned lr", "squared_error", record["best_lr"], standardize))
-        bar.update(1)
-    curves = []
-    for _, which, lr, standardize in rows:
-        curves.append(mean_test_curve(which, tasks, lr, 100, args.seed, standardize))
-    bar.update(2)
-    bar.close()
-    print(f"test MSE on {len(tasks)} unseen sine tasks after k SGD steps")
-    print(f"{'method':<36}{'lr':>8}{'k=0':>9}{'k=10':>9}{'k=50':>9}{'k=100':>9}")
-    for (name, _, lr, _), curve in zip(rows, curves, strict=True):
-        print(f"{name:<36}{lr:>8.3g}" + "".join(f"{curve[k]:>9.3f}" for k in (0, 10, 50, 100)))
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="evaluate", total=6, dynamic_ncols=True) as bar:
+        result = sine.evaluate_loss(loss, SeedStreams(args.seed, sine.BENCHMARK),
+                                    n_test_tasks=args.tasks, progress=bar)
+    raw, standardised = (r["best_lr"] for r in result["baselines"])
+    labels = {"learned": f"learned loss, lr {sine.LR:g}",
+              "mse (same lr)": "MSE, same lr", "mse (best lr)": f"MSE, tuned lr {raw:g}",
+              "mse_standardized (same lr)": "MSE, standardised targets, same lr",
+              "mse_standardized (best lr)": f"MSE, standardised targets, tuned lr {standardised:g}",
+              "mse_standardized (step-size control)":
+                  "MSE, standardised targets, lr x norm ratio"}
+    print(f"test MSE on {args.tasks} unseen sine tasks after k SGD steps (seed {args.seed}; "
+          "lr tuned on validation tasks of their own seed stream)")
+    print(f"{'method':<50}{'k=0':>9}{'k=10':>9}{'k=50':>9}{'k=100':>9}")
+    for name, curve in result["curves"].items():
+        print(f"{labels[name]:<50}" + "".join(f"{curve[k]:>9.3f}" for k in (0, 10, 50, 100)))
     return 0
 
 

@@ -170,15 +170,16 @@ def test_evaluation_tunes_on_a_validation_split_never_on_the_test_split(csv_task
         return parts
 
     monkeypatch.setattr(cli, "split_task", recording_split)
-    from sklearn_ml3.experiments import baselines
+    from sklearn_ml3 import meta
 
     tuned_sizes = []
-    real_tune = baselines.tune_lr
+    real_tune = meta.tune_lr
 
-    def recording_tune(score, lr, **kwargs):
-        return real_tune(lambda lr_: (tuned_sizes.append(len(seen)), score(lr_))[1], lr, **kwargs)
+    def recording_tune(score, lr_grid, **kwargs):
+        return real_tune(lambda lr_: (tuned_sizes.append(len(seen)), score(lr_))[1], lr_grid,
+                         **kwargs)
 
-    monkeypatch.setattr(baselines, "tune_lr", recording_tune)
+    monkeypatch.setattr(meta, "tune_lr", recording_tune)
     loss = LearnedLoss(hidden_layer_sizes=(4,), random_state=0)
     rows = cli.evaluate_on_tables(loss, [(X, y)], [regression[0]], "regression", seeds=[0],
                                   max_iter=2, test_fraction=0.3, hidden=[4])

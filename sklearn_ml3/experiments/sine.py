@@ -154,7 +154,7 @@ def run_seed(seed: int, streams: SeedStreams, *, n_test_tasks: int = 10,
 
 
 def evaluate_loss(loss: LearnedLoss, streams: SeedStreams, *, n_test_tasks: int = 10,
-                  lr_grid=LR_GRID, n_steps: int = 100) -> dict[str, Any]:
+                  lr_grid=LR_GRID, n_steps: int = 100, progress=None) -> dict[str, Any]:
     """Meta-test a sine loss on one seed's unseen tasks against tuned MSE baselines.
 
     Curves are test MSE per step, averaged over the seed's ``n_test_tasks``
@@ -163,6 +163,8 @@ def evaluate_loss(loss: LearnedLoss, streams: SeedStreams, *, n_test_tasks: int 
     on validation tasks from their own stream. The step-size diagnostic
     compares the learned loss's gradient with MSE's on standardised targets
     (what the learned loss sees) and runs that MSE at ``lr x norm ratio``.
+    ``progress`` (e.g. a ``tqdm`` bar of total 6) is updated after each of the
+    six stages.
 
     Returns
     -------
@@ -180,7 +182,9 @@ def evaluate_loss(loss: LearnedLoss, streams: SeedStreams, *, n_test_tasks: int 
     def mean_curve(which, lr, standardize=None):
         return heldout_curves(which, tasks, lr, n_steps, test_init, standardize).mean(0)
 
+    tick = progress.update if progress is not None else lambda n: None
     curves = {"learned": mean_curve(loss, LR)}
+    tick(1)
     baselines = []
     for name, standardize in (("mse", False), ("mse_standardized", True)):
         record = tune_lr(
@@ -191,12 +195,14 @@ def evaluate_loss(loss: LearnedLoss, streams: SeedStreams, *, n_test_tasks: int 
         baselines.append(record)
         curves[f"{name} (same lr)"] = mean_curve("squared_error", LR, standardize)
         curves[f"{name} (best lr)"] = mean_curve("squared_error", record["best_lr"], standardize)
+        tick(2)
     step_size = step_size_diagnostic(OPTIMIZEE, loss, mse_loss,
                                      [_training_task(t, True) for t in tasks],
                                      n_updates=n_steps, init_seeds=[test_init], lr=LR,
                                      optimizer="sgd")
     curves["mse_standardized (step-size control)"] = mean_curve(
         "squared_error", LR * step_size["control_lr_factor"], True)
+    tick(1)
     return {"curves": {k: np.where(np.isfinite(v), v, np.inf) for k, v in curves.items()},
             "baselines": baselines, "step_size": step_size}
 
