@@ -352,31 +352,26 @@ def measure(args, name: str, loss_file: Path) -> dict:
 
 
 def notes(recipe: Recipe, result: dict) -> str:
-    """Where the entry wins and where it does not, from the numbers."""
-    sign = -1 if result["lower_is_better"] else 1
+    """Where the entry wins and where it does not, from the numbers (:func:`zoo.compare`)."""
+    words = {"better": "better than", "tie": "tied with", "worse": "worse than"}
 
     def compare(key, label, detail=""):
         x, y = result["learned"]["mean"], result[key]["mean"]
-        word = "better" if sign * (x - y) > 0 else "not better"
-        spread = max(result["learned"]["std"], result[key]["std"])
-        close = ", within the spread over seeds" if abs(x - y) < spread else ""
-        return f"{word} than the hand-written loss {label} ({detail}{x:.4g} vs {y:.4g}{close})"
+        return (f"{words[zoo.compare(result, key)]} the hand-written loss {label} "
+                f"({detail}{x:.4g} vs {y:.4g})")
 
     lrs = ", ".join(f"{v:g}" for v in result["tuned_lr_per_seed"])
-    parts = [f"Over {result['n_seeds']} seeds the learned loss is "
-             + compare("same_lr", "at the same lr") + " and "
-             + compare("best_lr", "at its tuned lr", f"lr {lrs} per seed; ") + "."]
+    parts = [f"Over {result['n_seeds']} paired seeds (a difference counts when it exceeds two "
+             "standard errors) the learned loss is " + compare("same_lr", "at the same lr")
+             + " and " + compare("best_lr", "at its tuned lr", f"lr {lrs} per seed; ") + "."]
     if "step_size_control" in result:
-        control = result["step_size_control"]
-        ahead = sign * (result["learned"]["mean"] - control["mean"]) > 0
-        parts.append("The step-size control (the hand-written loss at lr x the gradient-norm "
-                     f"ratio {result['norm_ratio']:.3g}; gradient cosine "
-                     f"{result['cosine']:.2f}) gives {control['mean']:.4g}: "
-                     + ("the learned loss does more than set a step size"
-                        if ahead else "what the learned loss does is mostly a step size")
-                     + (", within the spread over seeds." if abs(
-                         result["learned"]["mean"] - control["mean"]) < max(
-                         result["learned"]["std"], control["std"]) else "."))
+        verdict = zoo.compare(result, "step_size_control")
+        parts.append("Against the step-size control (the hand-written loss at lr x the "
+                     f"gradient-norm ratio {result['norm_ratio']:.3g}; gradient cosine "
+                     f"{result['cosine']:.2f}), {result['step_size_control']['mean']:.4g}, it is "
+                     f"{words[verdict].split()[0]}: "
+                     + ("it does more than set a step size." if verdict == "better"
+                        else "it does not show more than a step size."))
     if recipe.caveats:
         parts.append(recipe.caveats)
     return " ".join(parts)

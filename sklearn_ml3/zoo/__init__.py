@@ -26,6 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DATA = "data"
 #: The methods a card's result compares, in report order.
 METHODS = ("learned", "same_lr", "best_lr", "step_size_control")
@@ -95,33 +97,25 @@ class ZooCard:
     notes: str
 
     # ----------------------------------------------------------------- verdicts
-    def _better(self, a: str, b: str) -> bool | None:
-        res = self.result
-        if a not in res or b not in res:
-            return None
-        x, y = res[a]["mean"], res[b]["mean"]
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return math.isfinite(x) and not math.isfinite(y)
-        return x < y if res["lower_is_better"] else x > y
-
     @property
-    def wins(self) -> dict[str, bool | None]:
-        """Whether the learned loss's mean beats each measured comparison (None: not measured)."""
-        return {m: self._better("learned", m) for m in METHODS[1:]}
+    def wins(self) -> dict[str, str | None]:
+        """:func:`compare` of the learned loss with each method (None: not measured)."""
+        return {m: compare(self.result, m) for m in METHODS[1:]}
 
     @property
     def verdict(self) -> str:
         """The honest one-line reading of :attr:`wins`."""
         wins = self.wins
-        if wins["best_lr"] and wins["step_size_control"] is not False:
-            return "beats the hand-written loss at its tuned lr"
-        if wins["best_lr"]:
-            return "beats the tuned lr, but no more than its own step size does"
-        if wins["same_lr"]:
-            return "wins only at the same lr; the tuned hand-written loss is as good or better"
-        if wins["same_lr"] is None and wins["best_lr"] is None:
+        tuned, same, control = wins["best_lr"], wins["same_lr"], wins["step_size_control"]
+        if tuned is None:
             return "compared with other methods only (see the card)"
-        return "does not beat the hand-written loss"
+        words = {"better": "beats", "tie": "ties", "worse": "loses to"}
+        text = f"{words[tuned]} the hand-written loss at its tuned lr"
+        if same == "better" and tuned != "better":
+            text = f"beats the hand-written loss at the same lr, {words[tuned]} it at its tuned lr"
+        if control in ("tie", "worse"):
+            text += f"; {words[control]} the step-size control"
+        return text
 
     def one_line(self) -> str:
         """``name: summary; learned vs tuned (metric); verdict``, for listings."""
@@ -193,6 +187,31 @@ class ZooCard:
         return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def compare(result: dict, method: str) -> str | None:
+    """``"better"``, ``"tie"`` or ``"worse"``: the learned loss against ``method`` in a result.
+
+    Seeds are paired (the same tasks and initialisations for both): the
+    learned loss is better or worse when the mean per-seed difference is more
+    than two standard errors of those differences from zero, else a tie. None
+    when ``method`` was not measured.
+    """
+    if method not in result:
+        return None
+    learned = np.asarray(result["learned"]["per_seed"], dtype=float)
+    other = np.asarray(result[method]["per_seed"], dtype=float)
+    sign = -1.0 if result["lower_is_better"] else 1.0
+    # a diverged run (inf or NaN) counts as the worst possible score
+    learned, other = (np.where(np.isfinite(v), v, -sign * np.inf) for v in (learned, other))
+    diff = sign * (learned - other)
+    if not np.all(np.isfinite(diff)):
+        finite = np.isfinite(learned).all(), np.isfinite(other).all()
+        return "tie" if finite[0] == finite[1] else ("better" if finite[0] else "worse")
+    standard_error = diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    if abs(diff.mean()) <= 2 * standard_error:
+        return "tie"
+    return "better" if diff.mean() > 0 else "worse"
+
+
 def list() -> builtins.list[str]:  # noqa: A001 - the zoo's listing, as in the docs
     """Names of the shipped entries, sorted."""
     return sorted(p.stem for p in _data_dir().glob("*.json"))
@@ -252,4 +271,4 @@ def load(name: str, device: str = "cpu"):
     return LearnedLoss.load(file, device=device)
 
 
-__all__ = ["METHODS", "ZooCard", "card", "list", "load", "path", "sha256_of"]
+__all__ = ["METHODS", "ZooCard", "card", "compare", "list", "load", "path", "sha256_of"]
