@@ -32,14 +32,18 @@ BENCHMARK = "tabular_regression"
 #: The optimizee, at meta-train and meta-test time.
 HIDDEN = (64,)
 #: Adam's learning rate of the inner steps (meta-train) and of the learned loss (meta-test).
-LR = 1e-2
+#: Chosen on 30 synthetic validation tasks (validation stream of seed 0, one init each;
+#: R^2 after 100 steps), never on the real datasets: lr 1e-2 gave learned 0.409 (8000
+#: iterations), 0.428 (16000), 0.429 (32000) against MSE 0.248 at 1e-2 and 0.506 at its
+#: best lr 1e-3; lr 3e-3 gave learned 0.528 (8000 and 16000) against MSE 0.460 at 3e-3.
+LR = 3e-3
 #: Starting grid of the MSE baseline's lr search (x3 steps; extended by tune_lr).
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 #: Meta-training settings: the paper's practical scheme (phi updated after every
 #: inner step, optimizees re-initialised every ``inner_steps`` steps), Adam inner
 #: steps, targets standardised with each task's training mean and std (the same at
 #: meta-test). Tasks of one iteration differ in width, so they are not vmapped.
-META = {"n_meta_iter": 8000, "inner_steps": 50, "tasks_per_iter": 4, "meta_lr": 1e-3,
+META = {"n_meta_iter": 16000, "inner_steps": 50, "tasks_per_iter": 4, "meta_lr": 1e-3,
         "inner_optimizer": "adam", "inner_lr": LR, "target_scaling": "standard",
         "grad_clip": 10.0, "vectorize": False}
 #: Share of each dataset held out for the test R^2, and of its training part
