@@ -122,10 +122,15 @@ def measure_tabular(loss: LearnedLoss, seed: int) -> dict:
     from sklearn_ml3.experiments.tabular import BENCHMARK, measure_tabular
 
     result = measure_tabular(loss, seed, SeedStreams(seed, BENCHMARK))
-    out = {k: result[k] for k in ("learned", "same_lr", "best_lr", "step_size_control",
-                                  "cosine", "norm_ratio", "baselines")}
-    out["other_methods"] = {f"{name}: {m}": v for name, values in result["per_dataset"].items()
-                            for m, v in values.items() if m in ("learned", "best_lr")}
+    out = {k: result[k] for k in ("learned", "same_lr", "best_lr", "cosine", "norm_ratio",
+                                  "baselines")}
+    out["tuned_lr"] = float(np.exp(np.mean([np.log(v["best_lr_value"])
+                                            for v in result["per_dataset"].values()])))
+    out["other_methods"] = {f"{name}: {label}": values[m]
+                            for name, values in result["per_dataset"].items()
+                            for m, label in (("learned", "learned loss"),
+                                             ("same_lr", "MSE, same lr"),
+                                             ("best_lr", "MSE, tuned lr"))}
     return out
 
 
@@ -270,11 +275,18 @@ RECIPES: dict[str, Recipe] = {
         meta_trained_on="a synthetic family of random nonlinear regression tasks (varying "
                         "width, noise and outliers); no real data",
         usage="MetaLossRegressor(loss=zoo.load('tabular-regression'))",
-        protocol="real data sets shipped with scikit-learn it never saw, one train/test split "
-                 "per seed x 5 seeds, mean test R^2; MSE's lr tuned on a validation split of "
-                 "each training part",
-        metric="mean test R^2", lower_is_better=False,
-        build=build_tabular, measure=measure_tabular),
+        protocol="real data sets shipped with scikit-learn that it never saw (diabetes; iris "
+                 "petal width, wine alcohol and breast-cancer mean texture from the other "
+                 "columns; the three linnerud targets, 20 rows, listed but not in the mean), "
+                 "one 75/25 train/test split per seed x 5 seeds, an MLP (64) trained by Adam "
+                 "for 100 full-batch steps, test R^2; MSE's lr tuned per data set on a "
+                 "validation split of its training part",
+        metric="mean test R^2 over 4 data sets", lower_is_better=False,
+        build=build_tabular, measure=measure_tabular,
+        caveats="The tuned lr per seed is the geometric mean over the data sets (each is "
+                "tuned on its own). Under Adam a loss's scale does not set the step, so the "
+                "step-size control does not apply; the gradient cosine and norm ratio are "
+                "the diagnostic."),
     "pointmass-model-based": Recipe(
         summary="goal-reaching policy loss for PointmassGoal (model-based ML3, IV-A.2)",
         task_family="ml3/PointmassGoal-v0 goals; policies trained in the real environment "
