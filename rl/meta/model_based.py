@@ -44,8 +44,9 @@ from torch import nn
 from rl.dynamics import DynamicsEnsemble
 from rl.envs import env_class
 from rl.meta._arm import in_frame, joint_frame
+from rl.meta.policies import build_mlp, init_params, mlp_forward, stack_params, unstack_params
 from sklearn_ml3 import LearnedLoss
-from sklearn_ml3._utils import build_seeded, seed_from
+from sklearn_ml3._utils import seed_from
 from sklearn_ml3.meta import TaskObjective, distributed, meta_test, meta_train
 
 Params = dict[str, torch.Tensor]
@@ -125,6 +126,13 @@ def env_spec(env_id: str) -> GoalEnvSpec:
 
 
 # ------------------------------------------------------------------ policy
+def _small_output(linear: nn.Linear, is_output: bool) -> None:
+    if is_output:  # start from small actions, not from saturated bang-bang control
+        with torch.no_grad():
+            linear.weight.mul_(0.1)
+            linear.bias.zero_()
+
+
 class GoalPolicy(nn.Module):
     """Deterministic goal-conditioned policy ``a = bound * tanh(MLP(s, g, g - p))``.
 
@@ -141,16 +149,8 @@ class GoalPolicy(nn.Module):
         super().__init__()
         self.position = list(spec.position)
         self.action_bound = float(action_bound)
-        layers: list[nn.Module] = []
-        width = spec.state_dim + 2 * spec.goal_dim
-        for size in hidden_layer_sizes:
-            layers += [nn.Linear(width, int(size)), nn.Tanh()]
-            width = int(size)
-        layers.append(nn.Linear(width, spec.action_dim))
-        with torch.no_grad():  # start from small actions, not from saturated bang-bang control
-            layers[-1].weight.mul_(0.1)
-            layers[-1].bias.zero_()
-        self.net = nn.Sequential(*layers)
+        self.net = build_mlp(spec.state_dim + 2 * spec.goal_dim, hidden_layer_sizes,
+                             spec.action_dim, init=_small_output)
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return self.act(dict(self.named_parameters()), state, goal)
@@ -159,11 +159,8 @@ class GoalPolicy(nn.Module):
         """The policy with parameters ``params`` (a functional call, without module overhead)."""
         goal = goal.expand(*state.shape[:-1], goal.shape[-1])
         x = torch.cat([state, goal, goal - state[..., self.position]], -1)
-        n_layers = len(self.net) // 2 + 1
-        for i in range(n_layers):
-            x = nn.functional.linear(x, params[f"net.{2 * i}.weight"], params[f"net.{2 * i}.bias"])
-            x = torch.tanh(x)  # hidden activation, and the bounded output
-        return self.action_bound * x
+        # tanh hidden activation, and the bounded output
+        return self.action_bound * mlp_forward(params, x, torch.tanh, torch.tanh)
 
 
 #: Feature sets of the learned loss (see :func:`loss_features`).
@@ -430,8 +427,7 @@ class ModelBasedProblem:
         return [torch.as_tensor(self.goals[i], dtype=torch.float32) for i in idx]
 
     def init_params(self, task: Any, seed: int) -> Params:
-        module = build_seeded(lambda: GoalPolicy(self.spec, self.policy_hidden), seed)
-        return {k: v.detach().clone() for k, v in module.named_parameters()}
+        return init_params(lambda: GoalPolicy(self.spec, self.policy_hidden), seed)
 
     def loss_inputs(self, params: Params, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
         goal = task.numpy().astype(np.float64)
@@ -620,13 +616,8 @@ def _stacked_policies(spec: GoalEnvSpec, hidden: Sequence[int], n: int,
     """Parameters of ``n`` fresh policies stacked along a leading axis (leaf tensors)."""
     rng = np.random.default_rng(seed_from(random_state))
     seeds = rng.integers(0, 2**31 - 1, size=n)
-    modules = [build_seeded(lambda: GoalPolicy(spec, hidden), int(s)) for s in seeds]
-    return {name: torch.stack([dict(m.named_parameters())[name].detach() for m in modules])
-            .requires_grad_() for name, _ in modules[0].named_parameters()}
-
-
-def _unstack(params: Params, i: int) -> Params:
-    return {k: v[i].detach() for k, v in params.items()}
+    stacked = stack_params(init_params(lambda: GoalPolicy(spec, hidden), int(s)) for s in seeds)
+    return {name: p.requires_grad_() for name, p in stacked.items()}
 
 
 class _PolicyBatch:
@@ -645,7 +636,7 @@ class _PolicyBatch:
         return _stacked_policies(self.spec, self.hidden, len(self.goals), seed)
 
     def real(self, params: Params) -> list:
-        return [self.rollouts.real(_unstack(params, i), g) for i, g in enumerate(self.goals)]
+        return [self.rollouts.real(unstack_params(params, i), g) for i, g in enumerate(self.goals)]
 
     def distances(self, params: Params, task) -> np.ndarray:
         """Real-environment final distance of every goal's policy (the metric)."""
@@ -689,7 +680,7 @@ def _meta_test_policies(spec, goals, single, n_updates, lr, hidden, random_state
     distances = result.curves[0, 0].T  # (n_goals, n_evaluations)
     params = result.params[0][0]
     if single:
-        return _unstack(params, 0), distances[0]
+        return unstack_params(params, 0), distances[0]
     return params, distances
 
 
@@ -826,7 +817,7 @@ def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
     rates = []
     with torch.no_grad():
         for i, g in enumerate(goals):
-            p = _unstack(params, i)
+            p = unstack_params(params, i)
             states = torch.as_tensor(rollouts.real(p, g)[0][:-1], dtype=torch.float32)
             goal_t = torch.as_tensor(g, dtype=torch.float32)
             rates.append(float(loss.learning_rate(*loss_features(

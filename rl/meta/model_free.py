@@ -31,12 +31,18 @@ from torch import nn
 
 from rl.envs.reacher_batched import BatchedReacherGoal
 from rl.meta._arm import joint_frame
+from rl.meta.policies import build_mlp, init_params, mlp_forward, stack_params
 from sklearn_ml3 import LearnedLoss
-from sklearn_ml3._utils import build_seeded
 from sklearn_ml3.meta import meta_train
 from sklearn_ml3.meta.distributed import gather_task_records
 
 Params = dict[str, torch.Tensor]
+
+
+def _sb3_init(linear: nn.Linear, is_output: bool) -> None:
+    # SB3's ortho_init: gain sqrt(2) for hidden layers, 0.01 for the action head
+    nn.init.orthogonal_(linear.weight, gain=0.01 if is_output else math.sqrt(2))
+    nn.init.zeros_(linear.bias)
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -57,18 +63,7 @@ class GaussianMLPPolicy(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
                  log_std_init: float = 0.0):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = obs_dim
-        for size in hidden_sizes:
-            linear = nn.Linear(width, int(size))
-            nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
-            nn.init.zeros_(linear.bias)
-            layers += [linear, nn.Tanh()]
-            width = int(size)
-        out = nn.Linear(width, act_dim)
-        nn.init.orthogonal_(out.weight, gain=0.01)
-        nn.init.zeros_(out.bias)
-        self.mean = nn.Sequential(*layers, out)
+        self.mean = build_mlp(obs_dim, hidden_sizes, act_dim, init=_sb3_init)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -83,14 +78,7 @@ def policy_mean(params: Params, obs: torch.Tensor) -> torch.Tensor:
     ``torch.func.functional_call(policy, params, (obs,))``, without its
     per-call overhead, which dominates the small batches of a rollout).
     """
-    n_linear = sum(1 for k in params if k.startswith("mean.") and k.endswith(".weight"))
-    out = obs
-    for i in range(n_linear):
-        out = torch.nn.functional.linear(out, params[f"mean.{2 * i}.weight"],
-                                         params[f"mean.{2 * i}.bias"])
-        if i < n_linear - 1:
-            out = torch.tanh(out)
-    return out
+    return mlp_forward(params, obs, torch.tanh, prefix="mean")
 
 
 def policy_log_prob(params: Params, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -310,13 +298,7 @@ class ModelFreeProblem:
         self.obs_dim = int(np.prod(env.observation_space.shape))
         self.act_dim = int(np.prod(env.action_space.shape))
         self.features = check_features(features, self.obs_dim, self.act_dim)
-        goals = np.asarray(goals, dtype=np.float64)
-        if goals.ndim != 2 or goals.shape[1] != self.goal_dim or len(goals) == 0:
-            raise ValueError(f"goals must have shape (n_goals, {self.goal_dim}), "
-                             f"got {goals.shape}")
-        for g in goals:
-            env.validate_goal(g)
-        self.goals = goals
+        self.goals = type(env).validate_goals(goals)
         spec_horizon = gym.spec(env_id).max_episode_steps
         self.horizon = int(horizon or spec_horizon or 0)
         if self.horizon < 1:
@@ -478,8 +460,7 @@ class ModelFreeProblem:
         seeds = rng.integers(0, 2**31 - 1, size=G)
         inits = [self.init_params(task, int(s)) for task, s in zip(tasks, seeds, strict=True)]
         # policy n = p * G + g trains row p of phis on task g
-        params = {k: torch.stack([i[k] for i in inits]).repeat(P, *[1] * inits[0][k].ndim)
-                  for k in inits[0]}
+        params = {k: v.repeat(P, *[1] * (v.ndim - 1)) for k, v in stack_params(inits).items()}
         shapes = [(name, p.shape) for name, p in loss.network_.named_parameters()]
         phi, offset = {}, 0
         for name, shape in shapes:
@@ -546,9 +527,8 @@ class ModelFreeProblem:
         return [_GoalTask(self.goals[i], int(rng.integers(2**31 - 1))) for i in idx]
 
     def init_params(self, task: _GoalTask, seed: int) -> Params:
-        module = build_seeded(lambda: GaussianMLPPolicy(
+        return init_params(lambda: GaussianMLPPolicy(
             self.obs_dim, self.act_dim, self.policy_hidden_sizes, self.log_std_init), seed)
-        return {k: v.detach().clone() for k, v in module.named_parameters()}
 
     def loss_inputs(self, params: Params, task: _GoalTask) -> tuple[torch.Tensor, ...]:
         if task.buffer is None:  # a fresh policy: collect its first experience

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl.meta.policies import build_mlp, init_params, mlp_forward
 from sklearn_ml3._utils import build_seeded
 from sklearn_ml3.meta import TaskObjective, meta_test
 
@@ -67,13 +68,7 @@ class TwinPolicy(nn.Module):
     def __init__(self, n_features: int, n_actions: int,
                  hidden_layer_sizes: Sequence[int] = (32, 32)) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = int(n_features)
-        for size in hidden_layer_sizes:
-            layers += [nn.Linear(width, int(size)), nn.Tanh()]
-            width = int(size)
-        layers.append(nn.Linear(width, int(n_actions)))
-        self.net = nn.Sequential(*layers)
+        self.net = build_mlp(n_features, hidden_layer_sizes, n_actions)
         self.n_layers = len(hidden_layer_sizes) + 1
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -81,11 +76,7 @@ class TwinPolicy(nn.Module):
 
     def act(self, params: Params, features: torch.Tensor) -> torch.Tensor:
         """The policy with parameters ``params`` (functional, no module overhead)."""
-        x = features
-        for i in range(self.n_layers):
-            x = torch.tanh(nn.functional.linear(x, params[f"net.{2 * i}.weight"],
-                                                params[f"net.{2 * i}.bias"]))
-        return x
+        return mlp_forward(params, features, torch.tanh, torch.tanh)
 
 
 class _TwinGoalProblem:
@@ -167,8 +158,7 @@ class _TwinGoalProblem:
         if self.policy_hidden is None:  # open loop: small random actions
             gen = torch.Generator().manual_seed(int(seed))
             return {"u": 0.1 * torch.randn(self.horizon, self.n_actions, generator=gen)}
-        module = build_seeded(self._new_policy, seed)
-        return {k: v.detach().clone() for k, v in module.named_parameters()}
+        return init_params(self._new_policy, seed)
 
     def loss_inputs(self, params: Params, task: GoalTask) -> tuple[torch.Tensor, ...]:
         """One row per time step: ``(features(s_t, goal), a_t)``.
