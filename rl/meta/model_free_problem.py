@@ -145,8 +145,9 @@ class ModelFreeProblem:
         self.envs = [gym.make(env_id, **self.env_kwargs).unwrapped
                      for _ in range(int(rollout_episodes))]
         env = self.envs[0]
-        if not hasattr(env, "set_task") or not hasattr(env, "goal_dim"):
-            raise ValueError(f"{env_id} is not a goal environment (needs set_task and goal_dim)")
+        if not all(hasattr(env, name) for name in ("set_task", "goal_dim", "validate_goals")):
+            raise ValueError(f"{env_id} is not a goal environment (needs set_task, goal_dim and "
+                             "validate_goals, see rl.envs.GoalTaskMixin)")
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError(f"{env_id} needs a continuous (Box) action space")
         self.goal_dim = int(env.goal_dim)

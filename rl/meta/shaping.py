@@ -118,8 +118,7 @@ class MountainCarShapingProblem(_TwinGoalProblem):
 
     def make_task(self, goal, with_extra: bool = False) -> GoalTask:
         """The task of ``goal``; ``with_extra`` adds the intermediate point (meta-train only)."""
-        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float64).reshape(1),
-                                 dtype=torch.float32)
+        goal_t = torch.as_tensor(self.validate_goal(goal), dtype=torch.float32)
         extra = {}
         if with_extra:
             extra["intermediate"] = torch.tensor(self.intermediate)
@@ -243,7 +242,7 @@ class ReacherExpertProblem(_TwinGoalProblem):
 
     def make_task(self, goal, with_expert: bool = False) -> GoalTask:
         """The task of ``goal``; ``with_expert`` plans the iLQR demonstration (meta-train only)."""
-        goal = np.asarray(goal, dtype=np.float64).reshape(2)
+        goal = self.validate_goal(goal)
         extra: dict[str, torch.Tensor] = {}
         if with_expert:
             from rl.baselines import expert_actions_reacher
@@ -384,7 +383,7 @@ def evaluate_in_env(problem: _TwinGoalProblem, params: Params, goal, *, seed: in
 
     import rl.envs  # noqa: F401  (registers the ml3/ envs)
 
-    goal = np.asarray(goal, dtype=np.float64).ravel()
+    goal = problem.validate_goal(goal)
     n_steps = problem.horizon if n_steps is None else int(n_steps)
     if isinstance(problem, MountainCarShapingProblem):
         from rl.envs.mountain_car import VALLEY_BOTTOM

@@ -69,6 +69,7 @@ class _TwinGoalProblem:
     horizon: int
 
     def __init__(self, goals, env_class: type, policy_hidden: Sequence[int] | None) -> None:
+        self.env_class = env_class
         self.goals = env_class.validate_goals(goals)
         if policy_hidden is None:
             self.policy_hidden = None
@@ -90,6 +91,11 @@ class _TwinGoalProblem:
 
     def final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
         raise NotImplementedError
+
+    def validate_goal(self, goal) -> np.ndarray:
+        """One goal as a float64 ``(goal_dim,)`` array, checked by the environment class
+        (the same check as the training goals); a scalar is a 1-D goal."""
+        return self.env_class.validate_goals(np.reshape(goal, (1, -1)))[0]
 
     def make_task(self, goal) -> GoalTask:
         raise NotImplementedError
