@@ -83,10 +83,12 @@ def build_mlp(n_inputs: int, hidden_sizes: Sequence[int], n_outputs: int,
 
 
 def n_linear_layers(params: Params, prefix: str = "net") -> int:
-    """Linear layers of the MLP ``prefix`` in a parameter dict."""
+    """Linear layers of the MLP ``prefix`` in ``params`` (``{prefix}.0``, ``{prefix}.2``, ...)."""
     head = f"{prefix}." if prefix else ""
-    return sum(1 for k in params if k.startswith(head) and k.endswith(".weight")
-               and k[len(head):-len(".weight")].isdigit())
+    n = 0
+    while f"{head}{2 * n}.weight" in params:
+        n += 1
+    return n
 
 
 def mlp_forward(params: Params, x: torch.Tensor, activation: Activation = "tanh",
