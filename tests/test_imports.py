@@ -38,6 +38,8 @@ def _loaded_after(statement: str) -> set[str]:
         ("import sklearn_ml3", set(), {"sklearn", "torch"}),
         ("from sklearn_ml3 import LearnedLoss", {"torch"}, {"sklearn"}),
         ("from sklearn_ml3 import MetaLossRegressor", {"sklearn", "torch"}, {"stable_baselines3"}),
+        ("import rl.meta.policies", {"torch"}, {"stable_baselines3", "sklearn"}),
+        ("import rl.meta", {"torch", "gymnasium"}, {"stable_baselines3", "sklearn"}),
         ("from rl import ML3", {"stable_baselines3"}, set()),
     ],
 )

@@ -5,6 +5,8 @@
 - :mod:`rl.meta.shaping`: meta-train-only information for policies (intermediate
   goals on MountainCar, expert demonstrations on ReacherGoal; III-C);
 - :mod:`rl.meta.inverse_dynamics`: inertia-network optimizee with a mass-matrix prior.
+- :mod:`rl.meta.policies`: the MLP builder, functional forward and seeded
+  initialiser their optimizees share.
 """
 
 from rl.meta.inverse_dynamics import InverseDynamicsProblem  # noqa: F401

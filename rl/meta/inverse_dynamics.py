@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rl.envs import ArmModel, sample_trajectories
+from rl.meta.policies import build_mlp, init_params
 from sklearn_ml3._utils import build_seeded
 from sklearn_ml3.tasks import Task
 
@@ -51,11 +52,7 @@ class InertiaNetwork(nn.Module):
         n = self.n_joints
 
         def mlp(n_in, n_out):
-            layers, width = [], n_in
-            for h in hidden_layer_sizes:
-                layers += [nn.Linear(width, int(h)), nn.Tanh()]
-                width = int(h)
-            return nn.Sequential(*layers, nn.Linear(width, n_out))
+            return build_mlp(n_in, hidden_layer_sizes, n_out)
 
         def scale(value, name):
             if value is None:
@@ -193,8 +190,7 @@ class InverseDynamicsProblem:
                     {"M": t(M[va])})
 
     def init_params(self, task: Task, seed: int) -> Params:
-        module = build_seeded(self._network, seed)
-        return {k: v.detach().clone() for k, v in module.named_parameters()}
+        return init_params(self._network, seed)
 
     def predict(self, params: Params, X: torch.Tensor, return_mass: bool = False):
         """Scaled torques (and the inertia ``M_theta(q)`` in physical units)."""

@@ -21,175 +21,27 @@ per time step of the policy's own rollout: the state features, the action
 (differentiable w.r.t. the policy) and the goal. At meta-test,
 :func:`train_policy_with_loss` trains a fresh policy with the learned loss
 alone through :func:`sklearn_ml3.meta.meta_test`, which hides ``task.extra``.
+
+:class:`GoalTask`, :class:`TwinPolicy` and the twin-rollout machinery both
+problems share are in :mod:`rl.meta.shaping_base` (re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from sklearn_ml3._utils import build_seeded
+from rl.meta.shaping_base import (  # noqa: F401  (re-exported)
+    GoalTask,
+    Params,
+    TwinPolicy,
+    _check_weights,
+    _TwinGoalProblem,
+)
 from sklearn_ml3.meta import TaskObjective, meta_test
-
-Params = dict[str, torch.Tensor]
-
-
-class GoalTask(NamedTuple):
-    """One goal-reaching task.
-
-    Attributes
-    ----------
-    goal : Tensor of shape (goal_dim,)
-        What the policy, the learned loss and the meta-test metric see.
-    extra : Mapping[str, Tensor]
-        Meta-train-only information, read by the shaped task loss only
-        (empty for meta-test tasks).
-    """
-
-    goal: torch.Tensor
-    extra: Mapping[str, torch.Tensor]
-
-
-class TwinPolicy(nn.Module):
-    """Deterministic policy ``a = tanh(MLP(features))`` for actions in ``[-1, 1]``.
-
-    Parameters
-    ----------
-    n_features, n_actions : int
-    hidden_layer_sizes : sequence of int, default=(32, 32)
-    """
-
-    def __init__(self, n_features: int, n_actions: int,
-                 hidden_layer_sizes: Sequence[int] = (32, 32)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = int(n_features)
-        for size in hidden_layer_sizes:
-            layers += [nn.Linear(width, int(size)), nn.Tanh()]
-            width = int(size)
-        layers.append(nn.Linear(width, int(n_actions)))
-        self.net = nn.Sequential(*layers)
-        self.n_layers = len(hidden_layer_sizes) + 1
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.act(dict(self.named_parameters()), features)
-
-    def act(self, params: Params, features: torch.Tensor) -> torch.Tensor:
-        """The policy with parameters ``params`` (functional, no module overhead)."""
-        x = features
-        for i in range(self.n_layers):
-            x = torch.tanh(nn.functional.linear(x, params[f"net.{2 * i}.weight"],
-                                                params[f"net.{2 * i}.bias"]))
-        return x
-
-
-class _TwinGoalProblem:
-    """Shared machinery: a policy rolled out from a fixed start through torch dynamics."""
-
-    vectorizable = False
-    n_actions: int
-    n_features: int
-    horizon: int
-
-    def __init__(self, goals, env_class: type, policy_hidden: Sequence[int] | None) -> None:
-        self.goals = env_class.validate_goals(goals)
-        if policy_hidden is None:
-            self.policy_hidden = None
-        else:
-            self.policy_hidden = tuple(int(h) for h in policy_hidden)
-            if any(h < 1 for h in self.policy_hidden):
-                raise ValueError(f"policy_hidden sizes must be positive, got {policy_hidden}")
-        self.policy = build_seeded(self._new_policy, 0)
-
-    # --------------------------------------------------------- to specialise
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def features(self, states: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def start_state(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
-        raise NotImplementedError
-
-    def make_task(self, goal) -> GoalTask:
-        raise NotImplementedError
-
-    # ----------------------------------------------------------------- common
-    def _new_policy(self) -> TwinPolicy:
-        return TwinPolicy(self.n_features, self.n_actions, self.policy_hidden or ())
-
-    @property
-    def n_loss_inputs(self) -> int:
-        """Features per row of :meth:`loss_inputs` (``LearnedLoss(n_inputs=...)``)."""
-        return self.n_features + self.n_actions
-
-    def act(self, params: Params, states: torch.Tensor, goal: torch.Tensor,
-            t: int | slice | None = None) -> torch.Tensor:
-        """Actions at ``states`` (time step(s) ``t``, used by open-loop policies)."""
-        if "u" in params:  # open loop: one unconstrained action per time step
-            return torch.tanh(params["u"][t if t is not None else slice(None)])
-        return self.policy.act(params, self.features(states, goal))
-
-    def rollout(self, params: Params, goal: torch.Tensor,
-                start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """States ``(T + 1, n_state)`` and actions ``(T, n_actions)`` of the policy.
-
-        Differentiable w.r.t. ``params`` through the dynamics unless called
-        under :func:`torch.no_grad`.
-        """
-        state = self.start_state() if start is None else start
-        states, actions = [state], []
-        for t in range(self.horizon):
-            action = self.act(params, state, goal, t)
-            state = self.step(state, action)
-            states.append(state)
-            actions.append(action)
-        return torch.stack(states), torch.stack(actions)
-
-    @property
-    def train_tasks(self) -> list[GoalTask]:
-        """The meta-training tasks, one per goal, with their extra information."""
-        return list(self._train_tasks)
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
-        idx = rng.integers(len(self.goals), size=n)
-        return [self._train_tasks[int(i)] for i in idx]
-
-    def init_params(self, task: Any, seed: int) -> Params:
-        if self.policy_hidden is None:  # open loop: small random actions
-            gen = torch.Generator().manual_seed(int(seed))
-            return {"u": 0.1 * torch.randn(self.horizon, self.n_actions, generator=gen)}
-        module = build_seeded(self._new_policy, seed)
-        return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-    def loss_inputs(self, params: Params, task: GoalTask) -> tuple[torch.Tensor, ...]:
-        """One row per time step: ``(features(s_t, goal), a_t)``.
-
-        The states come from a rollout of the detached policy (the twin plays
-        the environment); the actions are recomputed from them so that they
-        are differentiable w.r.t. ``params``. Reads ``task.goal`` only.
-        """
-        with torch.no_grad():
-            states, _ = self.rollout({k: v.detach() for k, v in params.items()}, task.goal)
-        states = states[:-1]
-        return self.features(states, task.goal), self.act(params, states, task.goal)
-
-
-def _check_weights(shaped: bool, beta: float, gamma: float) -> tuple[float, float]:
-    beta, gamma = float(beta), float(gamma)
-    if not (math.isfinite(beta) and math.isfinite(gamma)) or beta < 0 or gamma < 0:
-        raise ValueError(f"beta and gamma must be non-negative numbers, got {beta}, {gamma}")
-    if shaped and beta == 0 and gamma == 0:
-        raise ValueError("beta and gamma cannot both be 0")
-    return beta, gamma
 
 
 # ---------------------------------------------------------------- mountain car
@@ -266,8 +118,7 @@ class MountainCarShapingProblem(_TwinGoalProblem):
 
     def make_task(self, goal, with_extra: bool = False) -> GoalTask:
         """The task of ``goal``; ``with_extra`` adds the intermediate point (meta-train only)."""
-        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float64).reshape(1),
-                                 dtype=torch.float32)
+        goal_t = torch.as_tensor(self.validate_goal(goal), dtype=torch.float32)
         extra = {}
         if with_extra:
             extra["intermediate"] = torch.tensor(self.intermediate)
@@ -391,7 +242,7 @@ class ReacherExpertProblem(_TwinGoalProblem):
 
     def make_task(self, goal, with_expert: bool = False) -> GoalTask:
         """The task of ``goal``; ``with_expert`` plans the iLQR demonstration (meta-train only)."""
-        goal = np.asarray(goal, dtype=np.float64).reshape(2)
+        goal = self.validate_goal(goal)
         extra: dict[str, torch.Tensor] = {}
         if with_expert:
             from rl.baselines import expert_actions_reacher
@@ -532,7 +383,7 @@ def evaluate_in_env(problem: _TwinGoalProblem, params: Params, goal, *, seed: in
 
     import rl.envs  # noqa: F401  (registers the ml3/ envs)
 
-    goal = np.asarray(goal, dtype=np.float64).ravel()
+    goal = problem.validate_goal(goal)
     n_steps = problem.horizon if n_steps is None else int(n_steps)
     if isinstance(problem, MountainCarShapingProblem):
         from rl.envs.mountain_car import VALLEY_BOTTOM

@@ -165,3 +165,17 @@ def test_mountain_car_relative_loss_inputs_are_goal_minus_position_and_velocity(
     torch.testing.assert_close(feats[:, 1], abs_feats[:, 1])
     grad, = torch.autograd.grad(actions.sum(), params["u"])
     assert grad.abs().sum() > 0
+
+
+def test_meta_test_goals_go_through_the_env_validator(reacher):
+    mc = MountainCarShapingProblem([0.5], horizon=5, policy_hidden=(4,))
+    assert mc.make_task(0.45).goal.tolist() == [pytest.approx(0.45)]
+    assert mc.make_task([0.45]).goal.shape == (1,)
+    with pytest.raises(ValueError, match="must lie in"):
+        mc.make_task(0.9)
+    with pytest.raises(ValueError, match="within reach"):
+        reacher.make_task([1.0, 1.0])
+    with pytest.raises(ValueError, match="shape"):
+        reacher.make_task([0.1, 0.1, 0.1])
+    with pytest.raises(ValueError, match="finite"):
+        reacher.make_task([np.nan, 0.1])
