@@ -29,6 +29,12 @@ GROUPS = {  # meta-test digit sets and the validation sets that tune the baselin
                 "archs": ("mlp",)},
 }
 #: The inner SGD lr of meta-training and meta-test.
+#: All ten MNIST classes as one task (the multi-class zoo entry's family). There is one
+#: such task, so the validation task is another train/test split of the same images.
+TEN_CLASSES = {"test": [tuple(range(10))], "validation": [tuple(range(10))], "archs": ("mlp",),
+               "selected_on": "another train/test split of the ten MNIST classes (validation "
+                              "stream; its images overlap the meta-test split's), area under "
+                              "the accuracy curve"}
 LR = 1e-3
 LR_GRID = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 MLP_HIDDEN = (100,)
@@ -136,14 +142,15 @@ def accuracy_curves(problem, loss, tasks, init_seeds, n_updates: int, eval_every
                      eval_every=eval_every).curves[0]
 
 
-def evaluate_panel(losses: dict, streams: SeedStreams, group: str, arch: str, *,
+def evaluate_panel(losses: dict, streams: SeedStreams, group: str | dict, arch: str, *,
                    n_updates: int = 100, eval_every: int = 10, batch_size: int = 64,
                    mnist=None) -> dict:
     """Meta-test learned losses on one seed's unseen digit sets against tuned log-loss.
 
     Fresh optimizees of ``arch`` train on the meta-test digit sets of
-    ``group`` (:data:`GROUPS`) with each learned loss at its own optimizer
-    and lr, with log-loss at the same lr, at the best lr of
+    ``group`` (a name of :data:`GROUPS`, or a dict like :data:`TEN_CLASSES`)
+    with each learned loss at its own optimizer and lr, with log-loss at the same
+    lr, at the best lr of
     :func:`~sklearn_ml3.meta.tune_lr` on the group's validation sets (area
     under the accuracy curve), and at lr x each loss's gradient-norm ratio
     (the step-size control).
@@ -156,7 +163,8 @@ def evaluate_panel(losses: dict, streams: SeedStreams, group: str, arch: str, *,
         :func:`~sklearn_ml3.meta.step_size_diagnostic`).
     """
     mnist = load_mnist_5k() if mnist is None else mnist
-    spec = GROUPS[group]
+    spec = GROUPS[group] if isinstance(group, str) else group
+    label = group if isinstance(group, str) else "x".join(map(str, spec["test"][0]))
     test = digit_tasks(mnist, spec["test"], streams.seed_of("meta_test"))
     validation = digit_tasks(mnist, spec["validation"], streams.seed_of("validation"))
     init = streams.ints("init", len(test) + len(validation))
@@ -177,8 +185,8 @@ def evaluate_panel(losses: dict, streams: SeedStreams, group: str, arch: str, *,
     record = tune_lr(
         lambda lr: accuracy_curves(problem, log_loss, validation, val_init, lr=lr,
                                    **schedule).mean(),
-        LR_GRID, name=f"log-loss, {arch} on {group}", lower_is_better=False,
-        selected_on="validation digit sets "
+        LR_GRID, name=f"log-loss, {arch} on {label}", lower_is_better=False,
+        selected_on=spec.get("selected_on") or "validation digit sets "
         + ", ".join("v".join(map(str, d)) for d in spec["validation"])
         + " (not meta-test sets), area under the accuracy curve")
     curves["log-loss (best lr)"] = accuracy_curves(problem, log_loss, test, test_init,
