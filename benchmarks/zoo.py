@@ -11,6 +11,7 @@ control (the hand-written loss at lr x the gradient-norm ratio).
     python benchmarks/zoo.py --build sine      # meta-train, measure, write the entry + card
     python benchmarks/zoo.py                   # re-measure every shipped entry vs its card
     python benchmarks/zoo.py --entry sine      # re-measure one entry
+    python benchmarks/zoo.py --cards           # the shipped cards as a table (docs/zoo.md)
 
 Building writes ``sklearn_ml3/zoo/data/<name>.{ml3,json}``; re-measuring
 writes ``results/zoo/{results.json,report.md}`` and fails (exit 1) when a
@@ -342,6 +343,8 @@ bench.add_argument("--build", metavar="NAME", choices=sorted(RECIPES),
                    help="meta-train entry NAME, measure it and write it into the package")
 bench.add_argument("--entry", action="append", choices=sorted(RECIPES),
                    help="re-measure only this entry (repeatable; default: every entry)")
+bench.add_argument("--cards", action="store_true",
+                   help="print the shipped cards' results as a Markdown table and stop")
 
 
 def measure_seed(seed: int, streams: SeedStreams, args) -> dict:
@@ -447,8 +450,28 @@ def remeasure(args, names) -> tuple[list[str], bool]:
     return lines, all_match
 
 
+def cards_table(names) -> str:
+    """The entries' card results as a Markdown table (docs/zoo.md quotes it)."""
+    lines = ["| entry | metric | learned loss | hand-written, same lr | hand-written, tuned lr | "
+             "step-size control | verdict |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        card = zoo.card(name)
+        res = card.result
+        cells = [f"{res[m]['mean']:.4g} ± {res[m]['std']:.2g}" if m in res else "n/a"
+                 for m in zoo.METHODS]
+        lines.append(f"| `{name}` | {res['metric']} | " + " | ".join(cells)
+                     + f" | {card.verdict} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # benchmarks run one torch thread (meta-training here too)
     args = bench.parse_args(argv)
+    if args.cards:
+        print(cards_table(zoo.list()))
+        return 0
     if args.build:
         card = build(args, args.build)
         print(card.to_markdown())
