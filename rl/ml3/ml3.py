@@ -71,6 +71,7 @@ class _LearnedLossMixin:
 
     learned_loss: LearnedLoss | None
     goal_dim: int
+    _policy_loss_info: PolicyLossInfo | None = None
     observation_layout: tuple[str, ...] | None = None
 
     def _setup_model(self) -> None:
@@ -116,7 +117,8 @@ class _LearnedLossMixin:
             param.requires_grad_(False)
         obs_dim = self._flat_observation_size()
         act_dim = int(np.prod(self.action_space.shape))
-        info = _policy_info(self.learned_loss)
+        # read once: the loss is this model's frozen copy
+        info = self._policy_loss_info = _policy_info(self.learned_loss)
         features = _features(info)
         check_features(features, obs_dim, act_dim)
         extra = EXTRA_FEATURES[features]
@@ -166,11 +168,15 @@ class _LearnedLossMixin:
                             log_prob: th.Tensor) -> th.Tensor:
         """Mean learned loss over rows ``(obs, action, log_prob, goal)``, goal = obs tail."""
         raw = self._raw_observations(obs)
-        info = _policy_info(self.learned_loss)
+        info = self._policy_loss_info
         shift, scale = (None, None) if info is None else (info.input_shift, info.input_scale)
         return self.learned_loss(loss_features(
             raw, actions.reshape(len(actions), -1).float(), log_prob.float(), self.goal_dim,
             shift, scale, _features(info)))
+
+    def _excluded_save_params(self) -> list[str]:
+        # derived from learned_loss, which is rebuilt from _learned_loss_spec on load
+        return [*super()._excluded_save_params(), "_policy_loss_info"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, other = super()._get_torch_save_params()
