@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from rl.dynamics import DynamicsEnsemble
+from rl.meta.info import PolicyLossInfo
 from rl.meta.model_based import (
     FEATURE_SETS,
     env_spec,
@@ -130,7 +131,7 @@ def run_seed(seed, streams, args) -> dict:
                      cfg["lr_grid"], name="task loss through the learned model (SGD)",
                      selected_on="10 validation goals (5 per half-plane) from their own seed "
                      "stream, real-environment final distance after the last update")
-    hidden = loss.meta_info_["policy"]["hidden_layer_sizes"]
+    hidden = PolicyLossInfo.of(loss, required=True).hidden_sizes
     params_train, _ = train_policy_with_loss(loss, env_id, train_goals[:5], n_updates,
                                              eval_every=n_updates, random_state=test_init)
 

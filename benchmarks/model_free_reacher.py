@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from rl import ML3, meta_train_policy_loss
 from rl.envs import ReacherGoalEnv
+from rl.meta.info import PolicyLossInfo
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import versions
 
@@ -345,7 +346,8 @@ def main(argv=None) -> dict:
         "protocol": {"goals": args.goals, "seeds": args.seeds, "budget": args.budget,
                      "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                      "ppo": {**PPO_TUNED, "normalize_obs": True}, "full": args.full,
-                     "meta_training": {**meta_settings, **loss.meta_info_["policy"]},
+                     "meta_training": {**meta_settings,
+                                       **PolicyLossInfo.of(loss, required=True).to_dict()},
                      "test_goals": test_goals.tolist()},
         "meta_train_time_s": meta_time,
         "versions": versions(),

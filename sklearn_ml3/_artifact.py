@@ -56,6 +56,40 @@ _META_INFO_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+POLICY_PARADIGMS = ("model_free", "model_based", "shaping")
+_POSITIVE = ("null or a positive integer", lambda v: v is None or _is_int(v) and v >= 1, False)
+_STRING = ("null or a string", lambda v: v is None or isinstance(v, str), False)
+#: ``meta_info["policy"]``: what a policy loss was meta-trained with (the typed view is
+#: ``rl.meta.info.PolicyLossInfo``). Field -> (description, check, required).
+POLICY_INFO_FIELDS: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
+    "env_id": ("a string", lambda v: isinstance(v, str), True),
+    "paradigm": (f"one of {POLICY_PARADIGMS}", lambda v: v in POLICY_PARADIGMS, True),
+    "hidden_sizes": ("a list of positive integers",
+                     lambda v: _is_list(v, lambda h: _is_int(h) and h >= 1), True),
+    "features": _STRING,
+    "horizon": _POSITIVE,
+    "obs_dim": _POSITIVE,
+    "act_dim": _POSITIVE,
+    "goal_dim": ("null or a non-negative integer", lambda v: v is None or _is_int(v) and v >= 0,
+                 False),
+    "inputs": ("null or a list of strings",
+               lambda v: v is None or _is_list(v, lambda x: isinstance(x, str)), False),
+    "loss_structure": _STRING,
+    "simulator": _STRING,
+    "log_std_init": ("null or a finite number", lambda v: v is None or _is_number(v), False),
+    "rollout_steps": _POSITIVE,
+    "batch_size": _POSITIVE,
+    "n_epochs": _POSITIVE,
+    "rollouts_per_policy": _POSITIVE,
+    "input_shift": ("null or a list of finite numbers",
+                    lambda v: v is None or _is_list(v, _is_number), False),
+    "input_scale": ("null or a list of finite positive numbers",
+                    lambda v: v is None or _is_list(v, lambda x: _is_number(x) and x > 0), False),
+}
+#: Spellings written by earlier versions (model-based losses) -> the field they mean.
+POLICY_INFO_ALIASES = {"hidden_layer_sizes": "hidden_sizes", "feature_set": "features"}
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -63,6 +97,10 @@ def _is_int(value) -> bool:
 def _is_number(value) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
+
+
+def _is_list(value, ok: Callable[[Any], bool]) -> bool:
+    return isinstance(value, (list, tuple)) and all(ok(v) for v in value)
 
 
 def _error(source, field: str, why: str) -> ValueError:
@@ -143,7 +181,70 @@ def check_meta_info(meta_info, kind: str, source) -> dict[str, Any]:
     if meta_info.get("input_kind", kind) != kind:
         raise _error(source, "meta_info.input_kind",
                      f"{meta_info['input_kind']!r} contradicts config.kind {kind!r}")
+    if "policy" in meta_info:
+        check_policy_info(meta_info["policy"], source, "meta_info.policy")
     return meta_info
+
+
+def check_policy_info(policy, source="policy info", field: str = "") -> dict[str, Any]:
+    """The validated ``meta_info["policy"]`` of a policy loss, in today's spelling.
+
+    Parameters
+    ----------
+    policy : dict
+        As written by ``rl.meta_train_policy_loss`` or
+        ``rl.meta.meta_train_model_based_loss`` (any version).
+    source : str
+        Named first in errors (a file, or what is being read).
+    field : str, default=""
+        The dotted name of ``policy`` in errors (``"meta_info.policy"`` in a
+        file); errors name ``field.key``, or ``key`` alone by default.
+
+    Returns
+    -------
+    dict
+        Every field of :data:`POLICY_INFO_FIELDS` (``None`` for the optional
+        ones that are absent). Earlier spellings are translated
+        (:data:`POLICY_INFO_ALIASES`); a dict without ``paradigm`` is from an
+        earlier version: ``"model_based"`` when it uses those spellings, else
+        ``"model_free"``. The first model-based losses recorded a description
+        of their inputs under ``features`` (not a feature set); it is dropped.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` and the field, for unknown or missing keys, a field
+        given under both spellings, or a value of the wrong type.
+    """
+    def name(key):
+        return f"{field}.{key}" if field else key
+
+    if not isinstance(policy, dict):
+        raise _error(source, field or "policy",
+                     f"must be a JSON object, got {type(policy).__name__}")
+    unknown = sorted(set(policy) - set(POLICY_INFO_FIELDS) - set(POLICY_INFO_ALIASES))
+    if unknown:
+        raise _error(source, field or "policy",
+                     f"unknown keys {unknown}; allowed: {list(POLICY_INFO_FIELDS)}")
+    policy = dict(policy)
+    if "paradigm" not in policy:  # written by an earlier version
+        policy["paradigm"] = ("model_based" if set(policy) & set(POLICY_INFO_ALIASES)
+                              else "model_free")
+        if "hidden_layer_sizes" in policy and "feature_set" not in policy:
+            policy.pop("features", None)  # a description of the inputs, not a feature set
+    for old, new in POLICY_INFO_ALIASES.items():
+        if old in policy:
+            if new in policy:
+                raise _error(source, name(new), f"given twice (also as {old!r})")
+            policy[new] = policy.pop(old)
+    for key, (what, ok, required) in POLICY_INFO_FIELDS.items():
+        if key not in policy:
+            if required:
+                raise _error(source, name(key), "missing")
+            policy[key] = None
+        elif not ok(policy[key]):
+            raise _error(source, name(key), f"must be {what}, got {policy[key]!r}")
+    return {key: policy[key] for key in POLICY_INFO_FIELDS}
 
 
 def tensors_checksum(tensors: Mapping[str, torch.Tensor]) -> str:

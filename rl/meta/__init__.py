@@ -6,9 +6,12 @@
   goals on MountainCar, expert demonstrations on ReacherGoal; III-C);
 - :mod:`rl.meta.inverse_dynamics`: inertia-network optimizee with a mass-matrix prior.
 - :mod:`rl.meta.policies`: the MLP builder, functional forward and seeded
-  initialiser their optimizees share.
+  initialiser their optimizees share;
+- :mod:`rl.meta.info`: :class:`~rl.meta.info.PolicyLossInfo`, what a policy loss
+  was meta-trained with (``loss.meta_info_["policy"]``).
 """
 
+from rl.meta.info import PolicyLossInfo  # noqa: F401
 from rl.meta.inverse_dynamics import InverseDynamicsProblem  # noqa: F401
 from rl.meta.model_based import ModelBasedProblem, meta_train_model_based_loss  # noqa: F401
 from rl.meta.model_free import ModelFreeProblem, meta_train_policy_loss  # noqa: F401
@@ -16,6 +19,6 @@ from rl.meta.shaping import MountainCarShapingProblem, ReacherExpertProblem  # n
 
 __all__ = [
     "InverseDynamicsProblem", "ModelBasedProblem", "ModelFreeProblem",
-    "MountainCarShapingProblem", "ReacherExpertProblem", "meta_train_model_based_loss",
-    "meta_train_policy_loss",
+    "MountainCarShapingProblem", "PolicyLossInfo", "ReacherExpertProblem",
+    "meta_train_model_based_loss", "meta_train_policy_loss",
 ]

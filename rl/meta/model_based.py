@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rl.dynamics import DynamicsEnsemble
+from rl.meta.info import PolicyLossInfo
 from rl.meta.model_based_eval import (  # noqa: F401  (re-exported)
     _as_goals,
     _meta_test_policies,
@@ -161,7 +162,8 @@ def meta_train_model_based_loss(
     loss : LearnedLoss
         ``kind="features"``, reading :func:`loss_features` rows. Its
         ``meta_info_`` records the engine options, the problem and
-        ``meta_info_["policy"]`` (architecture, env, horizon) which
+        ``meta_info_["policy"]`` (a :class:`~rl.meta.info.PolicyLossInfo`:
+        architecture, env, horizon, feature set) which
         :func:`train_policy_with_loss` uses.
     """
     spec = env_spec(env_id)
@@ -189,10 +191,10 @@ def meta_train_model_based_loss(
                unroll=unroll, tasks_per_iter=tasks_per_iter, inner_optimizer="sgd",
                inner_lr=inner_lr, meta_lr=meta_lr, grad_clip=grad_clip, vectorize=False,
                random_state=int(rng.integers(2**31 - 1)), verbose=verbose, callback=refit)
-    loss.meta_info_["policy"] = {
-        "env_id": env_id, "hidden_layer_sizes": list(problem.policy_hidden),
-        "horizon": spec.horizon, "feature_set": problem.features,
-    }
+    loss.meta_info_["policy"] = PolicyLossInfo(
+        env_id=env_id, paradigm="model_based",
+        hidden_sizes=tuple(int(h) for h in problem.policy_hidden),
+        features=problem.features, horizon=int(spec.horizon)).to_dict()
     loss.meta_info_["dynamics"] = dynamics.describe()
     return loss
 

@@ -17,6 +17,7 @@ import torch
 
 from rl.dynamics import DynamicsEnsemble
 from rl.envs import env_class
+from rl.meta.info import PolicyLossInfo
 from rl.meta.model_based_problem import _Rollouts
 from rl.meta.model_based_spec import (
     GoalEnvSpec,
@@ -166,22 +167,22 @@ def train_policy_with_loss(
     >>> params, dist = train_policy_with_loss(loss, env_id, [-1.0, 0.0])  # doctest: +SKIP
     """
     spec = env_spec(env_id)
-    info = loss.meta_info_.get("policy")
+    info = PolicyLossInfo.of(loss)
     features = feature_set_of(loss, spec)
     if loss.kind != "features" or loss.n_inputs != n_loss_inputs(spec, features):
         raise ValueError(
             f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; its feature "
             f"set {features!r} on {env_id} has {n_loss_inputs(spec, features)}"
         )
-    if info is not None and info.get("env_id") != env_id:
-        warnings.warn(f"the loss was meta-trained on {info['env_id']}, used on {env_id}",
+    if info is not None and info.env_id != env_id:
+        warnings.warn(f"the loss was meta-trained on {info.env_id}, used on {env_id}",
                       stacklevel=2)
     if lr is None:
         if "inner_lr" not in loss.meta_info_:
             raise ValueError("the loss has no recorded inner_lr; pass lr")
         lr = float(loss.meta_info_["inner_lr"])
     if policy_hidden is None:
-        policy_hidden = info["hidden_layer_sizes"] if info else (32, 32)
+        policy_hidden = info.hidden_sizes if info is not None else (32, 32)
     goals, single = _as_goals(spec, goal)
     return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
                                eval_every, loss=loss, features=features)
@@ -238,11 +239,11 @@ def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
     spec = env_spec(env_id)
     features = feature_set_of(loss, spec)
     goals, single = _as_goals(spec, goal)
-    info = loss.meta_info_.get("policy") or {}
+    info = PolicyLossInfo.of(loss)
     if single:
         params = {k: v.unsqueeze(0) for k, v in params.items()}
     if policy_hidden is None:
-        policy_hidden = info.get("hidden_layer_sizes", (32, 32))
+        policy_hidden = info.hidden_sizes if info is not None else (32, 32)
     rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden))
     rates = []
     with torch.no_grad():

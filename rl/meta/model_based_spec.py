@@ -17,6 +17,7 @@ from torch import nn
 
 from rl.envs import env_class
 from rl.meta._arm import in_frame, joint_frame
+from rl.meta.info import PolicyLossInfo
 from rl.meta.policies import build_mlp, mlp_forward
 from sklearn_ml3 import LearnedLoss
 
@@ -222,9 +223,9 @@ def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
 
 def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
     """The feature set a loss reads: recorded at meta-training, else found from its width."""
-    recorded = loss.meta_info_.get("policy", {}).get("feature_set")
-    if recorded is not None:
-        return recorded
+    info = PolicyLossInfo.of(loss)
+    if info is not None and info.paradigm == "model_based" and info.features is not None:
+        return info.features
     for features in ("auto", *FEATURE_SETS):
         try:
             if loss.kind == "features" and loss.n_inputs == n_loss_inputs(spec, features):

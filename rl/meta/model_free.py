@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rl.meta.info import PolicyLossInfo
 from rl.meta.model_free_problem import ModelFreeProblem, _GoalTask, _run_episodes  # noqa: F401
 from rl.meta.model_free_spec import (  # noqa: F401  (re-exported)
     ACTION_EXTRAS,
@@ -163,7 +164,7 @@ def meta_train_policy_loss(
     features : {"auto", "plain", "joint_frame"}, default="auto"
         ``"joint_frame"`` (ReacherGoal) adds the arm's goal direction in joint
         space to the loss's inputs (see :func:`loss_features`); recorded in
-        ``meta_info_["policy"]["features"]`` and used by :class:`rl.ML3`.
+        ``PolicyLossInfo.of(loss).features`` and used by :class:`rl.ML3`.
         ``"auto"``: ``"joint_frame"`` for ReacherGoal, ``"plain"`` otherwise.
     loss_structure : {"quadratic", "advantage", "free"}, default="quadratic"
         ``"advantage"``: ``M = -log pi(a|s) * f_phi(s, a, g)`` with ``f_phi``
@@ -198,10 +199,12 @@ def meta_train_policy_loss(
     Returns
     -------
     loss : LearnedLoss
-        ``meta_info_["policy"]`` records what :class:`rl.ML3` needs to use it
-        as trained (rollout size, mini-batch, epochs, goal dimension, policy
-        architecture); ``meta_info_["rollout_stats"]`` the mean return and
-        final distance of the task-loss rollouts per meta-iteration.
+        ``meta_info_["policy"]`` (a :class:`~rl.meta.info.PolicyLossInfo`,
+        read with ``PolicyLossInfo.of(loss)``) records what :class:`rl.ML3`
+        needs to use it as trained (rollout size, mini-batch, epochs, goal
+        dimension, input standardisation, policy architecture);
+        ``meta_info_["rollout_stats"]`` the mean return and final distance of
+        the task-loss rollouts per meta-iteration.
 
     Examples
     --------
@@ -250,24 +253,26 @@ def meta_train_policy_loss(
                meta_gradient=meta_gradient, es_population=es_population, es_sigma=es_sigma,
                checkpoint=checkpoint, random_state=random_state, verbose=verbose,
                callback=callback)
-    loss.meta_info_["policy"] = {
-        "env_id": env_id,
-        "obs_dim": problem.obs_dim,
-        "act_dim": problem.act_dim,
-        "goal_dim": problem.goal_dim,
-        "inputs": ["obs", "action", "log_prob", "goal"],
-        "features": problem.features,
-        "loss_structure": loss_structure,
-        "simulator": problem.simulator,
-        "hidden_sizes": list(problem.policy_hidden_sizes),
-        "log_std_init": problem.log_std_init,
-        "rollout_steps": rows,
-        "batch_size": problem.batch_size,
-        "n_epochs": int(n_epochs),
-        "rollouts_per_policy": int(rollouts_per_policy),
-        "input_shift": problem.input_shift,
-        "input_scale": problem.input_scale,
-    }
+    loss.meta_info_["policy"] = PolicyLossInfo(
+        env_id=env_id,
+        paradigm="model_free",
+        hidden_sizes=tuple(int(h) for h in problem.policy_hidden_sizes),
+        features=problem.features,
+        horizon=int(problem.horizon),
+        obs_dim=int(problem.obs_dim),
+        act_dim=int(problem.act_dim),
+        goal_dim=int(problem.goal_dim),
+        inputs=("obs", "action", "log_prob", "goal"),
+        loss_structure=loss_structure,
+        simulator=problem.simulator,
+        log_std_init=float(problem.log_std_init),
+        rollout_steps=int(rows),
+        batch_size=int(problem.batch_size),
+        n_epochs=int(n_epochs),
+        rollouts_per_policy=int(rollouts_per_policy),
+        input_shift=problem.input_shift,
+        input_scale=problem.input_scale,
+    ).to_dict()
     # per meta-iteration means of this call's task-loss rollouts (a resumed run: its part
     # only), over the tasks of all processes under torch.distributed
     if meta_gradient == "es":  # one record per meta-iteration: this process's members

@@ -17,6 +17,7 @@ from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 
 from rl.envs import flat_observation, flat_observation_size
+from rl.meta.info import PolicyLossInfo
 from rl.meta.model_free import EXTRA_FEATURES, check_features, loss_features
 from rl.ml3._safe_load import SAFE_DATA_KEY, read_data_json, safe_load_data, safe_replacements
 from rl.ml3.policies import ML3MultiInputPolicy, ML3Policy
@@ -27,8 +28,15 @@ from sklearn_ml3.meta import torch_optimizer_spec
 SelfML3 = TypeVar("SelfML3", bound="ML3")
 
 
-def _policy_info(loss: LearnedLoss) -> dict[str, Any]:
-    return loss.meta_info_.get("policy", {})
+def _policy_info(loss: LearnedLoss) -> PolicyLossInfo | None:
+    return PolicyLossInfo.of(loss)
+
+
+def _features(info: PolicyLossInfo | None) -> str:
+    """The model-free feature set a loss reads; ``"plain"`` when it records none."""
+    if info is None or info.paradigm != "model_free" or info.features is None:
+        return "plain"
+    return info.features
 
 
 def _check_learned_loss_spec(spec) -> tuple[dict, dict, np.ndarray]:
@@ -63,6 +71,7 @@ class _LearnedLossMixin:
 
     learned_loss: LearnedLoss | None
     goal_dim: int
+    _policy_loss_info: PolicyLossInfo | None = None
     observation_layout: tuple[str, ...] | None = None
 
     def _setup_model(self) -> None:
@@ -81,7 +90,8 @@ class _LearnedLossMixin:
         # a private copy: training must never touch the caller's loss
         self.learned_loss = None if learned_loss is None else copy.deepcopy(learned_loss)
         if goal_dim is None and learned_loss is not None:
-            goal_dim = _policy_info(learned_loss).get("goal_dim")
+            info = _policy_info(learned_loss)
+            goal_dim = None if info is None else info.goal_dim
         self.goal_dim = 0 if goal_dim is None else int(goal_dim)
         self._learned_loss_spec = None
         if learned_loss is not None:
@@ -107,7 +117,9 @@ class _LearnedLossMixin:
             param.requires_grad_(False)
         obs_dim = self._flat_observation_size()
         act_dim = int(np.prod(self.action_space.shape))
-        features = _policy_info(self.learned_loss).get("features", "plain")
+        # read once: the loss is this model's frozen copy
+        info = self._policy_loss_info = _policy_info(self.learned_loss)
+        features = _features(info)
         check_features(features, obs_dim, act_dim)
         extra = EXTRA_FEATURES[features]
         expected = obs_dim + act_dim + 1 + self.goal_dim + extra
@@ -118,7 +130,7 @@ class _LearnedLossMixin:
                 f"({self.goal_dim})" + (f" + {features} ({extra})" if extra else "")
                 + f" = {expected}; meta-train a loss for this environment"
             )
-        trained_obs = _policy_info(self.learned_loss).get("obs_dim")
+        trained_obs = None if info is None else info.obs_dim
         if trained_obs is not None and trained_obs != obs_dim:
             raise ValueError(f"the learned loss was meta-trained on {trained_obs}-dimensional "
                              f"observations, this env has {obs_dim}")
@@ -156,10 +168,15 @@ class _LearnedLossMixin:
                             log_prob: th.Tensor) -> th.Tensor:
         """Mean learned loss over rows ``(obs, action, log_prob, goal)``, goal = obs tail."""
         raw = self._raw_observations(obs)
-        info = _policy_info(self.learned_loss)
+        info = self._policy_loss_info
+        shift, scale = (None, None) if info is None else (info.input_shift, info.input_scale)
         return self.learned_loss(loss_features(
             raw, actions.reshape(len(actions), -1).float(), log_prob.float(), self.goal_dim,
-            info.get("input_shift"), info.get("input_scale"), info.get("features", "plain")))
+            shift, scale, _features(info)))
+
+    def _excluded_save_params(self) -> list[str]:
+        # derived from learned_loss, which is rebuilt from _learned_loss_spec on load
+        return [*super()._excluded_save_params(), "_policy_loss_info"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, other = super()._get_torch_save_params()
@@ -229,8 +246,10 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     buffer. Rewards are not used for training (they are only logged), and
     neither is the value head of the policy. By default the optimizer, its
     learning rate, the rollout size, mini-batch size and epochs are those the
-    loss was meta-trained with (read from ``learned_loss.meta_info_``), and
-    the loss's inputs are standardised with the shift and scale recorded there
+    loss was meta-trained with (read from ``learned_loss.meta_info_``: the
+    optimizer and rate at its top level, the rest from its
+    :class:`~rl.meta.info.PolicyLossInfo`), and the loss's inputs are
+    standardised with the shift and scale recorded there
     (:func:`rl.meta.model_free.loss_features`).
 
     Parameters
@@ -304,13 +323,13 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     ):
         self._store_learned_loss(learned_loss, goal_dim)
         info = {} if learned_loss is None else learned_loss.meta_info_
-        policy_info = info.get("policy", {})
+        policy_info = None if learned_loss is None else _policy_info(learned_loss)
         if learned_loss is not None:
             if not learned_loss.is_meta_trained:
                 warnings.warn("this LearnedLoss has not been meta-trained; it is a random "
                               "function and will not train a useful policy", UserWarning,
                               stacklevel=2)
-            elif not policy_info:
+            elif policy_info is None:
                 warnings.warn("this LearnedLoss was not meta-trained on policies "
                               "(no meta_info_['policy']); ML3 falls back to default settings",
                               UserWarning, stacklevel=2)
@@ -327,13 +346,17 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
         policy_kwargs = dict(policy_kwargs or {})
         policy_kwargs.setdefault("optimizer_class", optimizer_class)
         policy_kwargs.setdefault("optimizer_kwargs", dict(optimizer_kwargs))
-        if "log_std_init" in policy_info:  # start from the spread the loss was trained on
-            policy_kwargs.setdefault("log_std_init", policy_info["log_std_init"])
+        def trained(field: str, default):
+            value = None if policy_info is None else getattr(policy_info, field)
+            return default if value is None else value
+
+        if trained("log_std_init", None) is not None:  # the spread the loss was trained on
+            policy_kwargs.setdefault("log_std_init", policy_info.log_std_init)
         if n_steps is None:
             n_envs = getattr(env, "num_envs", 1) if not isinstance(env, str) else 1
-            n_steps = max(1, policy_info.get("rollout_steps", 512) // n_envs)
-        self.batch_size = int(batch_size or policy_info.get("batch_size", 64))
-        self.n_epochs = int(n_epochs or policy_info.get("n_epochs", 1))
+            n_steps = max(1, trained("rollout_steps", 512) // n_envs)
+        self.batch_size = int(batch_size or trained("batch_size", 64))
+        self.n_epochs = int(n_epochs or trained("n_epochs", 1))
         if self.batch_size < 1 or self.n_epochs < 1:
             raise ValueError("batch_size and n_epochs must be at least 1")
         self.clip_grad_norm = max_grad_norm
