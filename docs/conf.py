@@ -54,6 +54,7 @@ API_MODULES = [
     ("sklearn_ml3", "Learned losses and estimators"),
     ("sklearn_ml3.meta", "The meta-training engine"),
     ("sklearn_ml3.meta.distributed", "Meta-batches over torch.distributed ranks"),
+    ("sklearn_ml3.zoo", "The loss zoo: pre-trained learned losses with measured cards"),
     ("rl", "Reinforcement learning"),
     ("rl.meta", "Meta-training policy losses"),
     ("rl.envs", "Goal-conditioned environments"),
