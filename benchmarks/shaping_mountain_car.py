@@ -133,9 +133,9 @@ def run_seed(seed, streams, args) -> dict:
                                                 "right").ravel()
     problems = {
         "ml3_shaped": MountainCarShapingProblem(goals, shaped=True, gamma=args.gamma,
-                                                policy_hidden=None,
+                                                policy_hidden_sizes=None,
                                                 loss_features=args.loss_features),
-        "ml3_unshaped": MountainCarShapingProblem(goals, shaped=False, policy_hidden=None,
+        "ml3_unshaped": MountainCarShapingProblem(goals, shaped=False, policy_hidden_sizes=None,
                                                   loss_features=args.loss_features),
     }
     problem = problems["ml3_unshaped"]

@@ -89,7 +89,7 @@ def model_based_pointmass(tmp_dir):
 
     return meta_train_model_based_loss(
         "ml3/PointmassGoal-v0", [[1.0, 0.0], [0.5, 0.8], [0.8, -0.5]], n_meta_iter=4,
-        inner_steps=2, tasks_per_iter=2, policy_hidden=(8,), loss_hidden=(8,),
+        inner_steps=2, tasks_per_iter=2, policy_hidden_sizes=(8,), loss_hidden=(8,),
         dynamics=DynamicsEnsemble(4, 2, n_members=2, hidden_layer_sizes=(16,), random_state=0),
         n_random_episodes=2, initial_epochs=2, refit_every=2, refit_epochs=1, random_state=0,
         verbose=0)

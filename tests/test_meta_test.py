@@ -72,7 +72,7 @@ def test_reproduces_the_rl_loops():
         train_policy_with_loss,
     )
 
-    mc = MountainCarShapingProblem([0.5], policy_hidden=(8,), horizon=40)
+    mc = MountainCarShapingProblem([0.5], policy_hidden_sizes=(8,), horizon=40)
     task = mc.make_task(0.5)
     loss = LearnedLoss(kind="features", n_inputs=mc.n_loss_inputs, hidden_layer_sizes=(8,),
                        random_state=0)
@@ -88,11 +88,11 @@ def test_reproduces_the_rl_loops():
                        hidden_layer_sizes=(8,), output="softplus", learned_lr=True,
                        random_state=0)
     goals = [[0.5, 0.5], [-0.6, 0.2]]
-    _, dist = mb.train_policy_with_loss(loss, pm, goals, 4, lr=0.5, policy_hidden=(8,),
+    _, dist = mb.train_policy_with_loss(loss, pm, goals, 4, lr=0.5, policy_hidden_sizes=(8,),
                                         eval_every=2, random_state=7)
     np.testing.assert_allclose(dist, OLD["pointmass_learned"], rtol=1e-5)
     dynamics = DynamicsEnsemble(spec.state_dim, spec.action_dim, random_state=0)
-    _, dist = mb.train_policy_with_model(dynamics, pm, goals, 3, lr=0.1, policy_hidden=(8,),
+    _, dist = mb.train_policy_with_model(dynamics, pm, goals, 3, lr=0.1, policy_hidden_sizes=(8,),
                                          random_state=7)
     np.testing.assert_allclose(dist, OLD["pointmass_model"], rtol=1e-5)
 

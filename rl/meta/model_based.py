@@ -86,7 +86,7 @@ def meta_train_model_based_loss(
     inner_lr: float = 0.1,
     meta_lr: float = 3e-3,
     loss_hidden: Sequence[int] = (40, 40),
-    policy_hidden: Sequence[int] = (32, 32),
+    policy_hidden_sizes: Sequence[int] = (32, 32),
     dynamics: DynamicsEnsemble | None = None,
     n_random_episodes: int = 20,
     refit_every: int = 25,
@@ -127,7 +127,7 @@ def meta_train_model_based_loss(
         SGD step size of the policy updates (also used at meta-test).
     meta_lr : float, default=3e-3
         Adam step size of the loss network.
-    loss_hidden, policy_hidden : sequence of int
+    loss_hidden, policy_hidden_sizes : sequence of int
         Hidden widths of the loss network and of the policy.
     dynamics : DynamicsEnsemble, optional
         The model to learn (fitted in place, so the caller keeps it, e.g. for
@@ -174,7 +174,7 @@ def meta_train_model_based_loss(
     if dynamics is None:
         dynamics = DynamicsEnsemble(spec.state_dim, spec.action_dim,
                                     random_state=int(rng.integers(2**31 - 1)))
-    problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden, model_member,
+    problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden_sizes, model_member,
                                 features=features, random_state=int(rng.integers(2**31 - 1)))
     problem.collect_random(n_random_episodes)
     problem.fit_dynamics(initial_epochs)
@@ -193,7 +193,7 @@ def meta_train_model_based_loss(
                random_state=int(rng.integers(2**31 - 1)), verbose=verbose, callback=refit)
     loss.meta_info_["policy"] = PolicyLossInfo(
         env_id=env_id, paradigm="model_based",
-        hidden_sizes=tuple(int(h) for h in problem.policy_hidden),
+        hidden_sizes=tuple(int(h) for h in problem.policy_hidden_sizes),
         features=problem.features, horizon=int(spec.horizon)).to_dict()
     loss.meta_info_["dynamics"] = dynamics.describe()
     return loss

@@ -122,7 +122,7 @@ def train_policy_with_loss(
     n_updates: int = 50,
     *,
     lr: float | None = None,
-    policy_hidden: Sequence[int] | None = None,
+    policy_hidden_sizes: Sequence[int] | None = None,
     eval_every: int = 1,
     random_state=0,
 ) -> tuple[Params, np.ndarray]:
@@ -143,7 +143,7 @@ def train_policy_with_loss(
     n_updates : int, default=50
     lr : float, optional
         SGD step size; by default the ``inner_lr`` of meta-training.
-    policy_hidden : sequence of int, optional
+    policy_hidden_sizes : sequence of int, optional
         Policy architecture; by default the meta-training one.
     eval_every : int, default=1
         Record the distance every ``eval_every`` updates (and after the last).
@@ -181,11 +181,11 @@ def train_policy_with_loss(
         if "inner_lr" not in loss.meta_info_:
             raise ValueError("the loss has no recorded inner_lr; pass lr")
         lr = float(loss.meta_info_["inner_lr"])
-    if policy_hidden is None:
-        policy_hidden = info.hidden_sizes if info is not None else (32, 32)
+    if policy_hidden_sizes is None:
+        policy_hidden_sizes = info.hidden_sizes if info is not None else (32, 32)
     goals, single = _as_goals(spec, goal)
-    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
-                               eval_every, loss=loss, features=features)
+    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden_sizes,
+                               random_state, eval_every, loss=loss, features=features)
 
 
 def train_policy_with_model(
@@ -195,7 +195,7 @@ def train_policy_with_model(
     n_updates: int = 50,
     *,
     lr: float = 1e-2,
-    policy_hidden: Sequence[int] = (32, 32),
+    policy_hidden_sizes: Sequence[int] = (32, 32),
     eval_every: int = 1,
     random_state=0,
 ) -> tuple[Params, np.ndarray]:
@@ -209,12 +209,12 @@ def train_policy_with_model(
     """
     spec = env_spec(env_id)
     goals, single = _as_goals(spec, goal)
-    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden, random_state,
-                               eval_every, dynamics=dynamics)
+    return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden_sizes,
+                               random_state, eval_every, dynamics=dynamics)
 
 
 def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
-                  policy_hidden: Sequence[int] | None = None) -> np.ndarray:
+                  policy_hidden_sizes: Sequence[int] | None = None) -> np.ndarray:
     """Learning-rate multipliers ``alpha`` the loss outputs for trained policies.
 
     Parameters
@@ -226,7 +226,7 @@ def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
         a leading goal axis for several goals).
     env_id : str
     goal : array-like of shape (2,) or (n_goals, 2)
-    policy_hidden : sequence of int, optional
+    policy_hidden_sizes : sequence of int, optional
         Policy architecture; by default the meta-training one.
 
     Returns
@@ -242,9 +242,9 @@ def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
     info = PolicyLossInfo.of(loss)
     if single:
         params = {k: v.unsqueeze(0) for k, v in params.items()}
-    if policy_hidden is None:
-        policy_hidden = info.hidden_sizes if info is not None else (32, 32)
-    rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden))
+    if policy_hidden_sizes is None:
+        policy_hidden_sizes = info.hidden_sizes if info is not None else (32, 32)
+    rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden_sizes))
     rates = []
     with torch.no_grad():
         for i, g in enumerate(goals):
@@ -257,11 +257,11 @@ def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
 
 
 def policy_trajectory(params: Params, env_id: str, goal,
-                      policy_hidden: Sequence[int] = (32, 32)) -> np.ndarray:
+                      policy_hidden_sizes: Sequence[int] = (32, 32)) -> np.ndarray:
     """Real-environment positions ``(T+1, 2)`` of one trained :class:`GoalPolicy` (for plots)."""
     spec = env_spec(env_id)
     goals, _ = _as_goals(spec, goal)
-    rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden))
+    rollouts = _Rollouts(spec, GoalPolicy(spec, policy_hidden_sizes))
     states, _, _ = rollouts.real(params, goals[0])
     return states[:, list(spec.position)]
 

@@ -93,7 +93,7 @@ class ModelBasedProblem:
         Meta-training goals.
     dynamics : DynamicsEnsemble
         The learned model (fitted in place by :meth:`refit`).
-    policy_hidden : sequence of int, default=(32, 32)
+    policy_hidden_sizes : sequence of int, default=(32, 32)
     model_member : {"mean", "random"}, default="mean"
         Roll the task loss out through the ensemble mean or one random member
         per task loss.
@@ -108,7 +108,7 @@ class ModelBasedProblem:
     vectorizable = False
 
     def __init__(self, env_id: str, goals, dynamics: DynamicsEnsemble,
-                 policy_hidden: Sequence[int] = (32, 32), model_member: str = "mean",
+                 policy_hidden_sizes: Sequence[int] = (32, 32), model_member: str = "mean",
                  max_transitions: int = 50_000, features: str = "auto",
                  random_state=None) -> None:
         self.spec = env_spec(env_id)
@@ -125,11 +125,11 @@ class ModelBasedProblem:
             )
         self.goals = goals
         self.dynamics = dynamics
-        self.policy_hidden = tuple(int(h) for h in policy_hidden)
+        self.policy_hidden_sizes = tuple(int(h) for h in policy_hidden_sizes)
         self.model_member = model_member
         self.max_transitions = int(max_transitions)
         self.rng = np.random.default_rng(seed_from(random_state))
-        self.policy = GoalPolicy(self.spec, self.policy_hidden)
+        self.policy = GoalPolicy(self.spec, self.policy_hidden_sizes)
         self.rollouts = _Rollouts(self.spec, self.policy)
         self._data: list[tuple[np.ndarray, np.ndarray]] = []  # (states, actions) per rollout
         self._recent: dict[tuple[float, ...], tuple[np.ndarray, Params]] = {}
@@ -183,7 +183,7 @@ class ModelBasedProblem:
         return [torch.as_tensor(self.goals[i], dtype=torch.float32) for i in idx]
 
     def init_params(self, task: Any, seed: int) -> Params:
-        return init_params(lambda: GoalPolicy(self.spec, self.policy_hidden), seed)
+        return init_params(lambda: GoalPolicy(self.spec, self.policy_hidden_sizes), seed)
 
     def loss_inputs(self, params: Params, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
         goal = task.numpy().astype(np.float64)

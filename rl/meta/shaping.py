@@ -80,7 +80,7 @@ class MountainCarShapingProblem(_TwinGoalProblem):
         Time step at which the car should be at ``intermediate`` (default:
         any time step).
     horizon : int, default=100
-    policy_hidden : sequence of int or None, default=(16, 16)
+    policy_hidden_sizes : sequence of int or None, default=(16, 16)
         Hidden widths of the MLP policy; ``None`` makes the policy an
         open-loop action sequence ``a_t = tanh(u_t)`` (parameters ``{"u"}``).
     loss_features : {"relative", "absolute"}, default="relative"
@@ -92,7 +92,7 @@ class MountainCarShapingProblem(_TwinGoalProblem):
 
     def __init__(self, goals, *, shaped: bool = True, beta: float = 1.0, gamma: float = 1.0,
                  intermediate: float = -1.0, intermediate_step: int | None = None,
-                 horizon: int = 100, policy_hidden: Sequence[int] | None = (16, 16),
+                 horizon: int = 100, policy_hidden_sizes: Sequence[int] | None = (16, 16),
                  loss_features: str = "relative") -> None:
         if loss_features not in ("relative", "absolute"):
             raise ValueError(f"loss_features must be 'relative' or 'absolute', got "
@@ -103,7 +103,7 @@ class MountainCarShapingProblem(_TwinGoalProblem):
         if int(horizon) < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
         self.horizon = int(horizon)
-        super().__init__(goals, MountainCarGoalEnv, policy_hidden)
+        super().__init__(goals, MountainCarGoalEnv, policy_hidden_sizes)
         if not MIN_POSITION <= float(intermediate) <= MAX_POSITION:
             raise ValueError(f"intermediate must lie in [{MIN_POSITION}, {MAX_POSITION}], "
                              f"got {intermediate}")
@@ -188,7 +188,8 @@ class MountainCarShapingProblem(_TwinGoalProblem):
                 "gamma": self.gamma, "intermediate": self.intermediate,
                 "intermediate_step": self.intermediate_step,
                 "horizon": self.horizon, "goals": self.goals.ravel().tolist(),
-                "policy_hidden": None if self.policy_hidden is None else list(self.policy_hidden),
+                "policy_hidden_sizes": None if self.policy_hidden_sizes is None
+                else list(self.policy_hidden_sizes),
                 "dynamics": "mountain_car_step"}
 
 
@@ -219,7 +220,7 @@ class ReacherExpertProblem(_TwinGoalProblem):
         Steps per rollout; default: ``ReacherGoalEnv.max_episode_steps`` (50).
     expert_iter : int, default=30
         iLQR iterations per expert plan.
-    policy_hidden : sequence of int, default=(32, 32)
+    policy_hidden_sizes : sequence of int, default=(32, 32)
     """
 
     n_actions = 2
@@ -227,14 +228,14 @@ class ReacherExpertProblem(_TwinGoalProblem):
 
     def __init__(self, goals, *, shaped: bool = True, beta: float = 0.0, gamma: float = 1.0,
                  horizon: int | None = None, expert_iter: int = 30,
-                 policy_hidden: Sequence[int] = (32, 32)) -> None:
+                 policy_hidden_sizes: Sequence[int] = (32, 32)) -> None:
         from rl.envs.reacher import ReacherGoalEnv
 
         horizon = ReacherGoalEnv.max_episode_steps if horizon is None else horizon
         if int(horizon) < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
         self.horizon = int(horizon)
-        super().__init__(goals, ReacherGoalEnv, policy_hidden)
+        super().__init__(goals, ReacherGoalEnv, policy_hidden_sizes)
         self.shaped = bool(shaped)
         self.beta, self.gamma = _check_weights(self.shaped, beta, gamma)
         self.expert_iter = int(expert_iter)
@@ -293,7 +294,8 @@ class ReacherExpertProblem(_TwinGoalProblem):
     def describe(self) -> dict[str, Any]:
         return {"type": "reacher_expert_shaping", "shaped": self.shaped, "beta": self.beta,
                 "gamma": self.gamma, "horizon": self.horizon, "goals": self.goals.tolist(),
-                "expert_iter": self.expert_iter, "policy_hidden": list(self.policy_hidden),
+                "expert_iter": self.expert_iter,
+                "policy_hidden_sizes": list(self.policy_hidden_sizes),
                 "dynamics": "reacher_step"}
 
 

@@ -68,15 +68,16 @@ class _TwinGoalProblem:
     n_features: int
     horizon: int
 
-    def __init__(self, goals, env_class: type, policy_hidden: Sequence[int] | None) -> None:
+    def __init__(self, goals, env_class: type, policy_hidden_sizes: Sequence[int] | None) -> None:
         self.env_class = env_class
         self.goals = env_class.validate_goals(goals)
-        if policy_hidden is None:
-            self.policy_hidden = None
+        if policy_hidden_sizes is None:
+            self.policy_hidden_sizes = None
         else:
-            self.policy_hidden = tuple(int(h) for h in policy_hidden)
-            if any(h < 1 for h in self.policy_hidden):
-                raise ValueError(f"policy_hidden sizes must be positive, got {policy_hidden}")
+            self.policy_hidden_sizes = tuple(int(h) for h in policy_hidden_sizes)
+            if any(h < 1 for h in self.policy_hidden_sizes):
+                raise ValueError(f"policy_hidden_sizes must be positive, got "
+                                 f"{policy_hidden_sizes}")
         self.policy = build_seeded(self._new_policy, 0)
 
     # --------------------------------------------------------- to specialise
@@ -102,7 +103,7 @@ class _TwinGoalProblem:
 
     # ----------------------------------------------------------------- common
     def _new_policy(self) -> TwinPolicy:
-        return TwinPolicy(self.n_features, self.n_actions, self.policy_hidden or ())
+        return TwinPolicy(self.n_features, self.n_actions, self.policy_hidden_sizes or ())
 
     @property
     def n_loss_inputs(self) -> int:
@@ -142,7 +143,7 @@ class _TwinGoalProblem:
         return [self._train_tasks[int(i)] for i in idx]
 
     def init_params(self, task: Any, seed: int) -> Params:
-        if self.policy_hidden is None:  # open loop: small random actions
+        if self.policy_hidden_sizes is None:  # open loop: small random actions
             gen = torch.Generator().manual_seed(int(seed))
             return {"u": 0.1 * torch.randn(self.horizon, self.n_actions, generator=gen)}
         return init_params(self._new_policy, seed)

@@ -37,7 +37,8 @@ def _small_dynamics(seed=0):
 
 def test_problem_follows_the_engine_protocol():
     dynamics = _small_dynamics()
-    problem = ModelBasedProblem(PM, [[1.0, 0.5]], dynamics, policy_hidden=(8,), random_state=0)
+    problem = ModelBasedProblem(PM, [[1.0, 0.5]], dynamics, policy_hidden_sizes=(8,),
+                                random_state=0)
     assert isinstance(problem, MetaProblem) and not problem.vectorizable
     problem.collect_random(2)
     dynamics.fit(*problem.transitions(), n_epochs=1)
@@ -91,7 +92,7 @@ def test_meta_training_runs_the_mbrl_loop():
     dynamics = _small_dynamics()
     loss = meta_train_model_based_loss(
         PM, [[1.0, 0.0], [0.5, 0.8]], n_meta_iter=6, inner_steps=3, tasks_per_iter=1,
-        policy_hidden=(8,), loss_hidden=(8,), dynamics=dynamics, n_random_episodes=2,
+        policy_hidden_sizes=(8,), loss_hidden=(8,), dynamics=dynamics, n_random_episodes=2,
         initial_epochs=2, refit_every=2, refit_epochs=1, random_state=0, verbose=0)
     assert isinstance(loss, LearnedLoss) and loss.n_inputs == n_loss_inputs(env_spec(PM))
     assert loss.meta_history_.shape == (6,) and np.isfinite(loss.meta_history_).all()
@@ -128,18 +129,18 @@ def test_learned_rate_scales_the_policy_step():
     plain.meta_info_["inner_lr"] = 0.05
     assert learned_rates(loss, train_policy_with_loss(loss, PM, [0.5, 0.5], 0)[0], PM,
                          [0.5, 0.5])[0] == pytest.approx(1.0)  # untrained head: alpha = 1
-    p_rate, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 1, policy_hidden=(8,))
-    p_plain, _ = train_policy_with_loss(plain, PM, [0.5, 0.5], 1, policy_hidden=(8,))
+    p_rate, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 1, policy_hidden_sizes=(8,))
+    p_plain, _ = train_policy_with_loss(plain, PM, [0.5, 0.5], 1, policy_hidden_sizes=(8,))
     for k in p_rate:  # same loss network, alpha = 1: identical first step
         torch.testing.assert_close(p_rate[k], p_plain[k])
     with torch.no_grad():
         loss.network_.rate[-1].bias.fill_(np.log(3.0))
-    p0, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 0, policy_hidden=(8,))
-    p_fast, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 1, policy_hidden=(8,))
+    p0, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 0, policy_hidden_sizes=(8,))
+    p_fast, _ = train_policy_with_loss(loss, PM, [0.5, 0.5], 1, policy_hidden_sizes=(8,))
     step_fast = torch.cat([(p_fast[k] - p0[k]).flatten() for k in p0])
     step_plain = torch.cat([(p_plain[k] - p0[k]).flatten() for k in p0])
     assert step_plain.norm() > 1e-3
-    alpha = learned_rates(loss, p0, PM, [0.5, 0.5], policy_hidden=(8,))[0]
+    alpha = learned_rates(loss, p0, PM, [0.5, 0.5], policy_hidden_sizes=(8,))[0]
     assert 2.5 < alpha < 3.0  # exp of the softly bounded log-rate
     torch.testing.assert_close(step_fast, float(alpha) * step_plain, rtol=1e-3, atol=1e-6)
 
@@ -147,7 +148,7 @@ def test_learned_rate_scales_the_policy_step():
 def test_task_loss_through_the_exact_model_reaches_a_left_goal():
     goal = [-1.0, 0.3]
     _, dist = train_policy_with_model(TwinDynamics(), PM, goal, 40, lr=0.1,
-                                      policy_hidden=(16,), eval_every=10, random_state=0)
+                                      policy_hidden_sizes=(16,), eval_every=10, random_state=0)
     assert dist.shape == (5,)
     assert dist[-1] < 0.5 * dist[0]
 
@@ -155,9 +156,9 @@ def test_task_loss_through_the_exact_model_reaches_a_left_goal():
 def test_goals_are_trained_together_but_independently():
     goals = np.array([[-1.0, 0.3], [0.7, -0.7]])
     _, both = train_policy_with_model(TwinDynamics(), PM, goals, 5, lr=0.05,
-                                      policy_hidden=(8,), random_state=1)
+                                      policy_hidden_sizes=(8,), random_state=1)
     _, first = train_policy_with_model(TwinDynamics(), PM, goals[0], 5, lr=0.05,
-                                       policy_hidden=(8,), random_state=1)
+                                       policy_hidden_sizes=(8,), random_state=1)
     assert both.shape == (2, 6)
     np.testing.assert_allclose(both[0], first, rtol=1e-5)
 
@@ -166,17 +167,17 @@ def test_train_policy_with_loss_uses_the_loss_and_returns_a_trajectory():
     loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(env_spec(PM)),
                        hidden_layer_sizes=(8,), random_state=0)
     params, dist = train_policy_with_loss(loss, PM, [0.0, -1.0], 3, lr=0.5,
-                                          policy_hidden=(8,), random_state=0)
+                                          policy_hidden_sizes=(8,), random_state=0)
     assert dist.shape == (4,) and np.isfinite(dist).all()
     assert len(set(np.round(dist, 6))) > 1  # the policy moved
-    path = policy_trajectory(params, PM, [0.0, -1.0], policy_hidden=(8,))
+    path = policy_trajectory(params, PM, [0.0, -1.0], policy_hidden_sizes=(8,))
     assert path.shape == (env_spec(PM).horizon + 1, 2)
     np.testing.assert_allclose(np.linalg.norm(path[-1] - [0.0, -1.0]), dist[-1], rtol=1e-4)
     # a loss on the absolute feature set is recognised by its width
     full = LearnedLoss(kind="features", n_inputs=n_loss_inputs(env_spec(PM), "full"),
                        hidden_layer_sizes=(8,), random_state=0)
     _, dist_full = train_policy_with_loss(full, PM, [0.0, -1.0], 2, lr=0.5,
-                                          policy_hidden=(8,), random_state=0)
+                                          policy_hidden_sizes=(8,), random_state=0)
     assert dist_full.shape == (3,) and np.isfinite(dist_full).all()
 
 

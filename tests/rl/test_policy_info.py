@@ -177,7 +177,7 @@ def test_model_based_loss_records_it(tmp_path):
     dynamics = DynamicsEnsemble(4, 2, n_members=2, hidden_layer_sizes=(16,), random_state=0)
     loss = meta_train_model_based_loss(
         PM, [[1.0, 0.0], [0.5, 0.8]], n_meta_iter=2, inner_steps=2, tasks_per_iter=1,
-        policy_hidden=(8,), loss_hidden=(8,), dynamics=dynamics, n_random_episodes=2,
+        policy_hidden_sizes=(8,), loss_hidden=(8,), dynamics=dynamics, n_random_episodes=2,
         initial_epochs=1, refit_every=0, random_state=0, verbose=0)
     info = PolicyLossInfo.of(loss)
     spec = env_spec(PM)

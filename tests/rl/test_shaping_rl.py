@@ -27,11 +27,11 @@ def features_loss(problem, seed=0):
 def reacher():
     # short horizon and few iLQR iterations keep the expert plans cheap
     return ReacherExpertProblem([[0.1, 0.1], [0.12, -0.05]], horizon=8, expert_iter=5,
-                                policy_hidden=(8,))
+                                policy_hidden_sizes=(8,))
 
 
 def test_mountain_car_rollout_is_the_twin_dynamics():
-    problem = MountainCarShapingProblem([0.45], horizon=15, policy_hidden=None)
+    problem = MountainCarShapingProblem([0.45], horizon=15, policy_hidden_sizes=None)
     task = problem.make_task(0.45)
     params = problem.init_params(task, 0)
     states, actions = problem.rollout(params, task.goal)
@@ -43,8 +43,8 @@ def test_mountain_car_rollout_is_the_twin_dynamics():
 
 
 def test_mountain_car_task_loss_adds_the_intermediate_term():
-    problem = MountainCarShapingProblem([0.45], horizon=20, gamma=2.0, policy_hidden=(4,))
-    unshaped = MountainCarShapingProblem([0.45], horizon=20, shaped=False, policy_hidden=(4,))
+    problem = MountainCarShapingProblem([0.45], horizon=20, gamma=2.0, policy_hidden_sizes=(4,))
+    unshaped = MountainCarShapingProblem([0.45], horizon=20, shaped=False, policy_hidden_sizes=(4,))
     task = problem.sample_tasks(1, np.random.default_rng(0))[0]
     params = problem.init_params(task, 0)
     states, _ = problem.rollout(params, task.goal)
@@ -58,7 +58,7 @@ def test_mountain_car_task_loss_adds_the_intermediate_term():
 
 def test_timed_intermediate_goal_reads_one_step():
     problem = MountainCarShapingProblem([0.45], horizon=10, gamma=1.0, intermediate_step=4,
-                                        policy_hidden=None)
+                                        policy_hidden_sizes=None)
     task = problem.sample_tasks(1, np.random.default_rng(0))[0]
     assert int(task.extra["intermediate_step"]) == 4
     params = problem.init_params(task, 0)
@@ -68,9 +68,10 @@ def test_timed_intermediate_goal_reads_one_step():
     assert float(problem.task_loss(params, task)) == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize("policy_hidden", [None, (8,)])
-def test_mountain_car_meta_test_never_reads_extra(policy_hidden):
-    problem = MountainCarShapingProblem([0.4, 0.5], horizon=12, policy_hidden=policy_hidden)
+@pytest.mark.parametrize("policy_hidden_sizes", [None, (8,)])
+def test_mountain_car_meta_test_never_reads_extra(policy_hidden_sizes):
+    problem = MountainCarShapingProblem([0.4, 0.5], horizon=12,
+                                        policy_hidden_sizes=policy_hidden_sizes)
     loss = features_loss(problem)
     meta_train(loss, problem, n_meta_iter=2, inner_steps=2, inner_optimizer="adam",
                inner_lr=0.1, random_state=0, verbose=0)
@@ -126,7 +127,7 @@ def test_tiny_meta_training_lowers_the_cloning_task_loss(reacher):
     lambda: MountainCarShapingProblem([0.4], intermediate=-2.0),
     lambda: MountainCarShapingProblem([0.4], beta=0.0, gamma=0.0),
     lambda: MountainCarShapingProblem([0.4], gamma=-1.0),
-    lambda: MountainCarShapingProblem([0.4], policy_hidden=(0,)),
+    lambda: MountainCarShapingProblem([0.4], policy_hidden_sizes=(0,)),
     lambda: MountainCarShapingProblem([0.4], horizon=10, intermediate_step=11),
     lambda: MountainCarShapingProblem([0.4], loss_features="raw"),
     lambda: ReacherExpertProblem([[0.3, 0.0]], expert_iter=1),
@@ -139,7 +140,7 @@ def test_bad_arguments_raise(make):
 
 
 def test_meta_test_rejects_bad_budget():
-    problem = MountainCarShapingProblem([0.45], horizon=5, policy_hidden=None)
+    problem = MountainCarShapingProblem([0.45], horizon=5, policy_hidden_sizes=None)
     task = GoalTask(torch.tensor([0.45]), {})
     loss = features_loss(problem)
     with pytest.raises(ValueError):
@@ -151,8 +152,8 @@ def test_meta_test_rejects_bad_budget():
 
 
 def test_mountain_car_relative_loss_inputs_are_goal_minus_position_and_velocity():
-    problem = MountainCarShapingProblem([0.45], horizon=12, policy_hidden=None)
-    absolute = MountainCarShapingProblem([0.45], horizon=12, policy_hidden=None,
+    problem = MountainCarShapingProblem([0.45], horizon=12, policy_hidden_sizes=None)
+    absolute = MountainCarShapingProblem([0.45], horizon=12, policy_hidden_sizes=None,
                                          loss_features="absolute")
     task = problem.make_task(0.45)
     params = {k: v.requires_grad_() for k, v in problem.init_params(task, 3).items()}
@@ -168,7 +169,7 @@ def test_mountain_car_relative_loss_inputs_are_goal_minus_position_and_velocity(
 
 
 def test_meta_test_goals_go_through_the_env_validator(reacher):
-    mc = MountainCarShapingProblem([0.5], horizon=5, policy_hidden=(4,))
+    mc = MountainCarShapingProblem([0.5], horizon=5, policy_hidden_sizes=(4,))
     assert mc.make_task(0.45).goal.tolist() == [pytest.approx(0.45)]
     assert mc.make_task([0.45]).goal.shape == (1,)
     with pytest.raises(ValueError, match="must lie in"):
