@@ -68,19 +68,19 @@ def test_reproduces_the_rl_loops():
     from rl.meta import model_based as mb
     from rl.meta.shaping import (
         MountainCarShapingProblem,
-        train_policy_on_task_loss,
-        train_policy_with_loss,
+        train_twin_policy_on_task_loss,
+        train_twin_policy_with_loss,
     )
 
     mc = MountainCarShapingProblem([0.5], policy_hidden_sizes=(8,), horizon=40)
     task = mc.make_task(0.5)
     loss = LearnedLoss(kind="features", n_inputs=mc.n_loss_inputs, hidden_layer_sizes=(8,),
                        random_state=0)
-    np.testing.assert_allclose(train_policy_with_loss(mc, loss, task, n_updates=4, lr=0.3,
-                                                      seed=5)[0],
+    np.testing.assert_allclose(train_twin_policy_with_loss(mc, loss, task, n_updates=4, lr=0.3,
+                                                           seed=5)[1],
                                OLD["mountain_car_learned"], rtol=1e-6)
-    np.testing.assert_allclose(train_policy_on_task_loss(mc, task, n_updates=4, lr=0.05,
-                                                         seed=5)[0],
+    np.testing.assert_allclose(train_twin_policy_on_task_loss(mc, task, n_updates=4, lr=0.05,
+                                                              seed=5)[1],
                                OLD["mountain_car_task_loss"], rtol=1e-6)
     pm = "ml3/PointmassGoal-v0"
     spec = mb.env_spec(pm)

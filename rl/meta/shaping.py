@@ -19,7 +19,7 @@ with the meta-train-only information in the task's ``extra`` mapping:
 In both, the learned loss (``LearnedLoss(kind="features")``) reads one row
 per time step of the policy's own rollout: the state features, the action
 (differentiable w.r.t. the policy) and the goal. At meta-test,
-:func:`train_policy_with_loss` trains a fresh policy with the learned loss
+:func:`train_twin_policy_with_loss` trains a fresh policy with the learned loss
 alone through :func:`sklearn_ml3.meta.meta_test`, which hides ``task.extra``.
 
 :class:`GoalTask`, :class:`TwinPolicy` and the twin-rollout machinery both
@@ -300,9 +300,9 @@ class ReacherExpertProblem(_TwinGoalProblem):
 
 
 # ------------------------------------------------------------------ meta-test
-def train_policy_with_loss(problem: _TwinGoalProblem, loss, task: GoalTask, *,
-                           n_updates: int, lr: float, solver: str = "sgd", seed: int = 0,
-                           ) -> tuple[np.ndarray, Params]:
+def train_twin_policy_with_loss(problem: _TwinGoalProblem, loss, task: GoalTask, *,
+                                n_updates: int, lr: float, solver: str = "sgd", seed: int = 0,
+                                ) -> tuple[Params, np.ndarray]:
     """Train a fresh policy on ``task`` with ``loss`` alone; final distance after every update.
 
     Only ``problem.init_params``, ``problem.loss_inputs`` and
@@ -323,21 +323,22 @@ def train_policy_with_loss(problem: _TwinGoalProblem, loss, task: GoalTask, *,
 
     Returns
     -------
-    distances : ndarray of shape (n_updates + 1,)
-        Final distance to the goal in the twin, before and after every update.
     params : dict
         The trained policy's parameters.
+    distances : ndarray of shape (n_updates + 1,)
+        Final distance to the goal in the twin, before and after every update
+        (the same order as :func:`rl.train_policy_with_loss`).
     """
     return _meta_test_one(problem, loss, task, n_updates, lr, solver, seed)
 
 
-def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_updates: int,
-                              lr: float, solver: str = "adam", seed: int = 0,
-                              ) -> tuple[np.ndarray, Params]:
+def train_twin_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *,
+                                   n_updates: int, lr: float, solver: str = "adam",
+                                   seed: int = 0) -> tuple[Params, np.ndarray]:
     """Baseline: gradient descent on the final distance through the twin dynamics.
 
     The hand-written loss of the model-based setting (no extra information).
-    Same returns as :func:`train_policy_with_loss`.
+    Same returns as :func:`train_twin_policy_with_loss`.
     """
     return _meta_test_one(problem, TaskObjective(problem.final_distance, "final_distance"),
                           task, n_updates, lr, solver, seed)
@@ -346,7 +347,7 @@ def train_policy_on_task_loss(problem: _TwinGoalProblem, task: GoalTask, *, n_up
 def _meta_test_one(problem, loss, task, n_updates, lr, solver, seed):
     result = meta_test(problem, loss, [task], n_updates=n_updates, metric=problem.final_distance,
                        init_seeds=[[seed]], lr=lr, optimizer=solver, keep_params=True)
-    return result.curves[0, 0], result.params[0][0]
+    return result.params[0][0], result.curves[0, 0]
 
 
 def behaviour_cloning(problem: ReacherExpertProblem, tasks: Sequence[GoalTask], *,
@@ -426,6 +427,6 @@ __all__ = [
     "TwinPolicy",
     "behaviour_cloning",
     "evaluate_in_env",
-    "train_policy_on_task_loss",
-    "train_policy_with_loss",
+    "train_twin_policy_on_task_loss",
+    "train_twin_policy_with_loss",
 ]

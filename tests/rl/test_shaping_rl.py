@@ -11,8 +11,8 @@ from rl.meta.shaping import (
     ReacherExpertProblem,
     behaviour_cloning,
     evaluate_in_env,
-    train_policy_on_task_loss,
-    train_policy_with_loss,
+    train_twin_policy_on_task_loss,
+    train_twin_policy_with_loss,
 )
 from sklearn_ml3 import LearnedLoss, meta_train
 from tests._helpers import ForbiddenExtra
@@ -78,10 +78,10 @@ def test_mountain_car_meta_test_never_reads_extra(policy_hidden_sizes):
     task = problem.sample_tasks(1, np.random.default_rng(1))[0]
     assert "intermediate" in task.extra  # meta-training tasks carry it ...
     blind = task._replace(extra=ForbiddenExtra())  # ... meta-test must not need it
-    curve, params = train_policy_with_loss(problem, loss, blind, n_updates=3, lr=0.1,
-                                           solver="adam")
+    params, curve = train_twin_policy_with_loss(problem, loss, blind, n_updates=3, lr=0.1,
+                                                solver="adam")
     assert curve.shape == (4,) and np.all(np.isfinite(curve))
-    curve_direct, _ = train_policy_on_task_loss(problem, blind, n_updates=2, lr=0.1)
+    _, curve_direct = train_twin_policy_on_task_loss(problem, blind, n_updates=2, lr=0.1)
     assert np.all(np.isfinite(curve_direct))
     result = evaluate_in_env(problem, params, float(task.goal[0]))
     # the gymnasium env and the twin agree on the final distance
@@ -93,8 +93,8 @@ def test_reacher_meta_test_never_reads_extra(reacher):
     meta_train(loss, reacher, n_meta_iter=2, inner_steps=2, inner_optimizer="adam",
                inner_lr=0.01, random_state=0, verbose=0)
     blind = reacher.make_task([-0.1, 0.08])._replace(extra=ForbiddenExtra())
-    curve, params = train_policy_with_loss(reacher, loss, blind, n_updates=2, lr=0.01,
-                                           solver="adam")
+    params, curve = train_twin_policy_with_loss(reacher, loss, blind, n_updates=2, lr=0.01,
+                                                solver="adam")
     assert curve.shape == (3,) and np.all(np.isfinite(curve))
     result = evaluate_in_env(reacher, params, [-0.1, 0.08])
     assert set(result) == {"final_distance", "min_distance", "success"}
@@ -144,9 +144,9 @@ def test_meta_test_rejects_bad_budget():
     task = GoalTask(torch.tensor([0.45]), {})
     loss = features_loss(problem)
     with pytest.raises(ValueError):
-        train_policy_with_loss(problem, loss, task, n_updates=-1, lr=0.1)
+        train_twin_policy_with_loss(problem, loss, task, n_updates=-1, lr=0.1)
     with pytest.raises(ValueError):
-        train_policy_with_loss(problem, loss, task, n_updates=2, lr=0.0)
+        train_twin_policy_with_loss(problem, loss, task, n_updates=2, lr=0.0)
     with pytest.raises(ValueError):
         behaviour_cloning(ReacherExpertProblem([[0.1, 0.1]], horizon=3, expert_iter=1), [])
 
