@@ -332,8 +332,10 @@ RECIPES: dict[str, Recipe] = {
                  "protocol's tuned settings",
         metric="final distance after 8k steps", lower_is_better=True,
         build=build_reacher, measure=measure_reacher,
-        caveats="The tuned PPO is the protocol's fixed setting (lr 3e-4), not a grid chosen "
-                "on validation goals; the step-size control does not apply."),
+        caveats="The tuned-lr column is the protocol's fixed PPO setting (PROTOCOLS.md "
+                "section 4, SB3's lr 3e-4), not a grid chosen on validation goals; the "
+                "same-lr column is that PPO at ML3's Adam lr. The step-size control does "
+                "not apply (the loss is not a function of PPO's inputs)."),
 }
 
 

@@ -113,6 +113,8 @@ class ZooCard:
         text = f"{words[tuned]} the hand-written loss at its tuned lr"
         if same == "better" and tuned != "better":
             text = f"beats the hand-written loss at the same lr, {words[tuned]} it at its tuned lr"
+        elif same in ("tie", "worse") and tuned == "better":
+            text += f", {words[same]} it at the same lr"
         if control in ("tie", "worse"):
             text += f"; {words[control]} the step-size control"
         return text
