@@ -104,8 +104,9 @@ def tuned_mlp(mlp, X_tr, y_tr, seed: int) -> tuple[object, dict]:
     stratify = y_tr if is_classifier(mlp) else None
     X_fit, X_val, y_fit, y_val = train_test_split(X_tr, y_tr, test_size=0.25,
                                                   random_state=seed, stratify=stratify)
-    record = tune_lr(lambda lr: timed_score(mlp.set_params(learning_rate_init=lr), X_fit, y_fit,
-                                            X_val, y_val)[0],
+    # a clone per lr: set_params on ``mlp`` itself would change the default MLP it also is
+    record = tune_lr(lambda lr: timed_score(clone(mlp).set_params(learning_rate_init=lr),
+                                            X_fit, y_fit, X_val, y_val)[0],
                      (3e-4, 1e-3, 3e-3), lower_is_better=False, name=type(mlp).__name__,
                      selected_on="25% validation split of the training part")
     return clone(mlp).set_params(learning_rate_init=record["best_lr"]), record

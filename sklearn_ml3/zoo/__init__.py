@@ -179,6 +179,7 @@ class ZooCard:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
+        """The card as a JSON-able dict (the inverse of :meth:`from_dict`)."""
         return asdict(self)
 
     def save(self, path: str | Path) -> Path:
