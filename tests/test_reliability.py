@@ -191,3 +191,11 @@ def test_fuzzed_fit_predict_gives_a_clear_error_or_a_finite_prediction(X, y, cla
         assert str(exc)
         return
     assert np.all(np.isfinite(prediction)) if not classify else len(prediction) == len(X)
+
+
+@pytest.mark.parametrize("cls", [MetaLossRegressor, MetaLossClassifier])
+def test_features_beyond_float32_are_a_clear_error(cls):
+    """1e300 is finite in float64 (scikit-learn's checks pass it) but not in float32."""
+    X = np.array([[1e300], [0.0], [1.0], [2.0]])
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        cls(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, [0, 1, 0, 1])

@@ -349,6 +349,17 @@ class BaseMetaLoss(BaseEstimator):
     def _as_float32(X) -> torch.Tensor:
         return torch.as_tensor(np.array(X, dtype=np.float32, copy=True))
 
+    @classmethod
+    def _features32(cls, X) -> torch.Tensor:
+        """``X`` as the float32 tensor training runs on; values beyond float32's range
+        (finite in float64, so scikit-learn's checks pass them) are refused."""
+        X32 = cls._as_float32(X)
+        if not torch.isfinite(X32).all():
+            raise ValueError(f"X has values beyond float32's range (max |x| = "
+                             f"{np.abs(X).max():.3g}); training runs in float32: scale the "
+                             "features (e.g. StandardScaler)")
+        return X32
+
     # -------------------------------------------------------------- pickling
     def __getstate__(self):
         # a copy: on Python >= 3.11 the parent hands back ``self.__dict__`` itself,

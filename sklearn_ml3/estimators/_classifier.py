@@ -209,7 +209,7 @@ class MetaLossClassifier(ClassifierMixin, BaseMetaLoss):
         self.classes_ = classes_
         encoded = torch.as_tensor(np.searchsorted(classes_, y))
         onehot = torch.nn.functional.one_hot(encoded, len(classes_)).float()
-        return self._train(loss, self._as_float32(X), onehot, self._weights(sample_weight, X),
+        return self._train(loss, self._features32(X), onehot, self._weights(sample_weight, X),
                            len(classes_), incremental=incremental)
 
     @staticmethod

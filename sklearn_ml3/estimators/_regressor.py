@@ -199,7 +199,7 @@ class MetaLossRegressor(RegressorMixin, BaseMetaLoss):
                 f"the targets (max |y| = {np.abs(y2).max():.3g}) do not fit float32 after "
                 f"target_scaling={self.target_scaling!r}; use target_scaling='standard' or "
                 "divide y by a constant before fitting (and multiply predictions back)")
-        return self._train(loss, self._as_float32(X), targets, self._weights(sample_weight, X),
+        return self._train(loss, self._features32(X), targets, self._weights(sample_weight, X),
                            self._n_outputs, incremental=incremental)
 
     def _target_scaler(self, loss, y2) -> TargetScaler:
