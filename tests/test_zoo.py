@@ -72,6 +72,8 @@ def test_comparison_pairs_seeds_and_counts_divergence_as_worst():
         == "worse"
     assert zoo.compare(result([1.0, 1, 1], [1.0, float("inf"), 1]), "best_lr") == "better"
     assert zoo.compare(result([1.0, 1, 1], [1.0, 1, 1]), "same_lr") is None
+    with pytest.raises(ValueError, match="equal-length"):  # runs must pair up
+        zoo.compare(result([1.0, 2.0], [1.0, 2.0, 3.0]), "best_lr")
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # short fits

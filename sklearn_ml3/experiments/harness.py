@@ -362,18 +362,17 @@ def step_size_lines(name: str, diagnostic: dict, control: dict | None = None,
              f"{ratio['mean']:.3g} ± {ratio['std']:.2g} ({diagnostic['n_points']} meta-test "
              "batches)."]
     if control is not None and learned is not None:
-        verdict = ("the learned loss is still better: more than a step size"
-                   if _better(learned, control, diagnostic.get("lower_is_better", True))
-                   else "the control matches or beats it: no advantage beyond a step size")
+        from ..meta.baselines import compare_paired
+
+        outcome = compare_paired(learned["per_seed"], control["per_seed"],
+                                 lower_is_better=diagnostic.get("lower_is_better", True))
+        verdict = {"better": "the learned loss is better, paired over runs: more than a step size",
+                   "tie": "a tie within two standard errors: no advantage beyond a step size "
+                          "is shown",
+                   "worse": "the control beats it: no advantage beyond a step size"}[outcome]
         lines.append(f"  Control, the hand-written loss at lr x each seed's norm ratio: {metric} "
                      f"{fmt(control)} vs learned {fmt(learned)}; {verdict}.")
     return lines
-
-
-def _better(learned: dict, control: dict, lower_is_better: bool) -> bool:
-    if lower_is_better:
-        return learned["mean"] < control["mean"]
-    return learned["mean"] > control["mean"]
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The meta-training engine and the meta-test loop (torch, torchopt, numpy; never
 scikit-learn or the estimators)."""
 
-from .baselines import step_size_diagnostic, tune_lr
+from .baselines import compare_paired, step_size_diagnostic, tune_lr
 from .engine import MetaProblem, MetaTrainingDiverged, meta_train, update_and_task_loss
 from .evaluate import MetaTestCurves, MetaTrainOnly, TaskObjective, blind, meta_test
 from .optim import SOLVERS, differentiable_optimizer, torch_optimizer, torch_optimizer_spec
@@ -14,6 +14,7 @@ __all__ = [
     "SOLVERS",
     "TaskObjective",
     "blind",
+    "compare_paired",
     "differentiable_optimizer",
     "meta_test",
     "meta_train",

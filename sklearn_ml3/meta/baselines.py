@@ -140,6 +140,32 @@ def tune_lr(score: Callable[[float], float], lr_grid: Sequence[float], *, name: 
     }
 
 
+def compare_paired(learned, other, *, lower_is_better: bool) -> str:
+    """``"better"``, ``"tie"`` or ``"worse"``: ``learned`` against ``other``, run by run.
+
+    ``learned`` and ``other`` hold one score per run (seed, or task and seed)
+    in the same order, so the runs are paired. The learned loss is better or
+    worse when the mean paired difference is more than two standard errors
+    of the differences from zero, else it is a tie. A diverged run (NaN or
+    infinity) counts as the worst possible score.
+    """
+    learned = np.asarray(learned, dtype=float)
+    other = np.asarray(other, dtype=float)
+    if learned.shape != other.shape or learned.ndim != 1 or len(learned) == 0:
+        raise ValueError(f"need two equal-length 1-D score lists, got shapes {learned.shape} "
+                         f"and {other.shape}")
+    sign = -1.0 if lower_is_better else 1.0
+    learned, other = (np.where(np.isfinite(v), v, -sign * np.inf) for v in (learned, other))
+    diff = sign * (learned - other)
+    if not np.all(np.isfinite(diff)):
+        finite = np.isfinite(learned).all(), np.isfinite(other).all()
+        return "tie" if finite[0] == finite[1] else ("better" if finite[0] else "worse")
+    standard_error = diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    if abs(diff.mean()) <= 2 * standard_error:
+        return "tie"
+    return "better" if diff.mean() > 0 else "worse"
+
+
 def _flat_grad(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True)
     return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
@@ -240,4 +266,5 @@ def _summary(values) -> dict[str, Any]:
             "per_run": values.tolist()}
 
 
-__all__ = ["MAX_EXTENSIONS", "log_loss", "mse_loss", "step_size_diagnostic", "tune_lr"]
+__all__ = ["MAX_EXTENSIONS", "compare_paired", "log_loss", "mse_loss", "step_size_diagnostic",
+           "tune_lr"]

@@ -20,13 +20,10 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 DATA = "data"
 #: The methods a card's result compares, in report order.
@@ -193,26 +190,17 @@ class ZooCard:
 def compare(result: dict, method: str) -> str | None:
     """``"better"``, ``"tie"`` or ``"worse"``: the learned loss against ``method`` in a result.
 
-    Seeds are paired (the same tasks and initialisations for both): the
-    learned loss is better or worse when the mean per-seed difference is more
-    than two standard errors of those differences from zero, else a tie. None
-    when ``method`` was not measured.
+    The seeds are paired (the same tasks and initialisations for both); the
+    rule is :func:`sklearn_ml3.meta.compare_paired` (more than two standard
+    errors of the per-seed differences, else a tie). None when ``method`` was
+    not measured.
     """
     if method not in result:
         return None
-    learned = np.asarray(result["learned"]["per_seed"], dtype=float)
-    other = np.asarray(result[method]["per_seed"], dtype=float)
-    sign = -1.0 if result["lower_is_better"] else 1.0
-    # a diverged run (inf or NaN) counts as the worst possible score
-    learned, other = (np.where(np.isfinite(v), v, -sign * np.inf) for v in (learned, other))
-    diff = sign * (learned - other)
-    if not np.all(np.isfinite(diff)):
-        finite = np.isfinite(learned).all(), np.isfinite(other).all()
-        return "tie" if finite[0] == finite[1] else ("better" if finite[0] else "worse")
-    standard_error = diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    if abs(diff.mean()) <= 2 * standard_error:
-        return "tie"
-    return "better" if diff.mean() > 0 else "worse"
+    from ..meta.baselines import compare_paired
+
+    return compare_paired(result["learned"]["per_seed"], result[method]["per_seed"],
+                          lower_is_better=result["lower_is_better"])
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the zoo's listing, as in the docs
