@@ -42,6 +42,7 @@ from sklearn_ml3.experiments.digits import (
     GROUPS,
     LR,
     LR_GRID,
+    META,
     META_TRAIN_DIGITS,
     MLP_HIDDEN,
     evaluate_panel,
@@ -79,7 +80,8 @@ bench.add_argument("--eval-every", type=int, default=10)
 def meta_train_losses(mnist, digits8, args, streams) -> tuple[dict, dict]:
     """The learned losses of one seed, and the CPU/wall time and task-loss trace of each."""
     pair_task = meta_train_task(*mnist, META_TRAIN_DIGITS)
-    common = dict(inner_steps=args.inner_steps, batch_size=args.batch_size, verbose=0)
+    common = dict(inner_steps=args.inner_steps, batch_size=args.batch_size,
+                  grad_clip=META["grad_clip"], verbose=0)
     seed_loss, seed_meta, seed_finetune = streams.ints("meta_train", 3)
     losses, info = {}, {}
 
@@ -99,14 +101,13 @@ def meta_train_losses(mnist, digits8, args, streams) -> tuple[dict, dict]:
             **common))
     timed("mlp+lenet", lambda: copy.deepcopy(losses["mlp"]).meta_fit(
         [pair_task], estimator=template("lenet"), n_meta_iter=args.lenet_iter,
-        meta_lr=args.lenet_meta_lr, random_state=seed_finetune, grad_clip=10.0, **common))
-    losses = {k: losses[k] for k in ("mlp", "mlp+lenet", "digits10")}  # the report's order
-    info = {k: info[k] for k in losses}
+        meta_lr=args.lenet_meta_lr, random_state=seed_finetune, **common))
     if args.full:
         timed("lenet", lambda: new_loss(seed_loss).meta_fit(
             [pair_task], estimator=template("lenet"), n_meta_iter=args.scratch_iter,
-            meta_lr=args.scratch_meta_lr, random_state=seed_meta, grad_clip=10.0, **common))
-    return losses, info
+            meta_lr=args.scratch_meta_lr, random_state=seed_meta, **common))
+    order = ["mlp", "mlp+lenet", "digits10", *(["lenet"] if args.full else [])]  # the report's
+    return {k: losses[k] for k in order}, {k: info[k] for k in order}
 
 
 def run_seed(seed, streams, args) -> dict:

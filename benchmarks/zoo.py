@@ -88,6 +88,11 @@ def build_digits(task: str) -> Callable[[], LearnedLoss]:
     return build
 
 
+def _final_accuracy(panel: dict) -> dict[str, float]:
+    """Each curve of an ``evaluate_panel`` result at its last step, averaged over tasks."""
+    return {k: float(np.mean(np.asarray(v)[:, -1])) for k, v in panel["curves"].items()}
+
+
 def measure_digits(group: str) -> Callable[[LearnedLoss, int], dict]:
     def measure(loss: LearnedLoss, seed: int) -> dict:
         from sklearn_ml3.experiments.digits import TEN_CLASSES, evaluate_panel
@@ -95,7 +100,7 @@ def measure_digits(group: str) -> Callable[[LearnedLoss, int], dict]:
         streams = SeedStreams(seed, "digit_pairs")
         primary = evaluate_panel({"zoo": loss}, streams,
                                  TEN_CLASSES if group == "ten" else group, "mlp")
-        final = {k: float(np.mean(np.asarray(v)[:, -1])) for k, v in primary["curves"].items()}
+        final = _final_accuracy(primary)
         out = {"learned": final["learned zoo"], "same_lr": final["log-loss (same lr)"],
                "best_lr": final["log-loss (best lr)"],
                "step_size_control": final["log-loss at lr x ratio of zoo"],
@@ -104,15 +109,14 @@ def measure_digits(group: str) -> Callable[[LearnedLoss, int], dict]:
                "tuned_lr": primary["baseline"]["best_lr"], "baselines": [primary["baseline"]]}
         if group == "pairs":  # the paper's figure: a LeNet, an architecture it never saw
             lenet = evaluate_panel({"zoo": loss}, streams, group, "lenet")
-            final = {k: float(np.mean(np.asarray(v)[:, -1])) for k, v in lenet["curves"].items()}
+            final = _final_accuracy(lenet)
             out["other_methods"] = {"LeNet: learned loss": final["learned zoo"],
                                     "LeNet: log-loss, same lr": final["log-loss (same lr)"],
                                     "LeNet: log-loss, tuned lr": final["log-loss (best lr)"]}
             out["baselines"].append(lenet["baseline"])
         if group == "ten":  # fewer classes than it was meta-trained with
             triples = evaluate_panel({"zoo": loss}, streams, "triples", "mlp")
-            final = {k: float(np.mean(np.asarray(v)[:, -1]))
-                     for k, v in triples["curves"].items()}
+            final = _final_accuracy(triples)
             out["other_methods"] = {
                 "MNIST triples: learned loss": final["learned zoo"],
                 "MNIST triples: log-loss, same lr": final["log-loss (same lr)"],
