@@ -133,6 +133,15 @@ def test_a_broken_card_is_refused(copied_zoo):
     (copied_zoo / "sine.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="unknown fields"):
         zoo.card("sine")
+    (copied_zoo / "sine.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="a JSON object"):
+        zoo.card("sine")
+
+
+def test_a_card_filed_under_another_name_is_refused(copied_zoo):
+    shutil.copy(copied_zoo / "sine.json", copied_zoo / "impostor.json")
+    with pytest.raises(ValueError, match="card names 'sine', not 'impostor'"):
+        zoo.load("impostor")
 
 
 def test_ml3_zoo_lists_entries_and_shows_cards(capsys):
