@@ -21,6 +21,7 @@ are cached under ``results/zoo/<name>/runs/``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sklearn_ml3 import LearnedLoss, zoo
-from sklearn_ml3._utils import versions
+from sklearn_ml3._utils import atomic_write, versions
 from sklearn_ml3.experiments.harness import Benchmark, SeedStreams, stats
 
 DATA_DIR = Path(zoo.__file__).parent / zoo.DATA
@@ -415,6 +416,7 @@ def build(args, name: str) -> zoo.ZooCard:
     loss = recipe.build()
     cpu = time.process_time() - start_cpu
     wall = time.perf_counter() - start_wall
+    # measured from a staged file, so a failed measurement leaves the package untouched
     staged = args.out / name / f"{name}.ml3"
     staged.parent.mkdir(parents=True, exist_ok=True)
     loss.save(staged)
@@ -424,7 +426,7 @@ def build(args, name: str) -> zoo.ZooCard:
             "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     target = DATA_DIR / f"{name}.ml3"
-    loss.save(target)
+    atomic_write(target, lambda tmp: shutil.copyfile(staged, tmp))  # the measured bytes
     card = zoo.ZooCard(
         name=name, summary=recipe.summary, kind=loss.kind, task_family=recipe.task_family,
         meta_trained_on=recipe.meta_trained_on, usage=recipe.usage,
