@@ -284,7 +284,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
                         help="meta-training configuration (see CONFIGS)")
     parser.add_argument("--arch-goals", type=int, default=5,
-                        help="goals of the architecture experiment (1 seed each)")
+                        help="goals of the architecture experiment (--seeds seeds each)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-episodes", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/model_free_reacher"))
@@ -329,10 +329,14 @@ def main(argv=None) -> dict:
                 f"ReacherGoal, {args.goals} held-out goals x {args.seeds} seeds")
 
     arch_runs: dict[str, list[dict]] = {name: [] for name in ARCHITECTURES}
-    arch_jobs = [(name, g) for g in range(args.arch_goals) for name in ARCHITECTURES]
-    for name, g in tqdm(arch_jobs, desc="architectures"):
-        arch_runs[name].append(run_one("ML3", test_goals[g], 0, args.budget, args, loss,
-                                       net_arch=ARCHITECTURES[name]))
+    arch_jobs = [(name, g, s) for g in range(args.arch_goals) for s in range(args.seeds)
+                 for name in ARCHITECTURES]
+    outputs = Parallel(n_jobs=args.jobs, return_as="generator")(
+        delayed(_run_one_thread)("ML3", test_goals[g], s, args.budget, args, loss,
+                                 net_arch=ARCHITECTURES[name]) for name, g, s in arch_jobs)
+    for (name, _, _), result in zip(arch_jobs, tqdm(outputs, total=len(arch_jobs),
+                                                    desc="architectures"), strict=True):
+        arch_runs[name].append(result)
     arch_summary = summarise(arch_runs)
     plot_curves(arch_summary, args.out / "architectures.png",
                 "One learned loss, four policy architectures")
