@@ -7,7 +7,10 @@ single-process reference.
 
 from __future__ import annotations
 
-import socket
+import datetime
+import os
+import sys
+import traceback
 
 import numpy as np
 import pytest
@@ -104,47 +107,66 @@ def _forbidden_write(*args, **kwargs):
     raise AssertionError("only rank 0 writes checkpoints")
 
 
-def _rank_main(rank, port, out_dir):
+def _rank_main(rank, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD_SIZE)
+    # a file rendezvous: no store server lives in rank 0 that could vanish while
+    # rank 1 still talks to it; a lost rank fails the run in minutes, not 30
+    dist.init_process_group("gloo", init_method=(out_dir / "rendezvous").as_uri(), rank=rank,
+                            world_size=WORLD_SIZE, timeout=datetime.timedelta(minutes=3))
     try:
-        if rank != 0:
-            engine._write_checkpoint = _forbidden_write
-        try:  # fewer tasks than processes: a clear error on every rank
-            vmap_meta_fit(None, tasks_per_iter=1)
-        except ValueError as error:
-            (out_dir / f"too_few_tasks.rank{rank}.txt").write_text(str(error))
-        for name, scenario in SCENARIOS.items():
-            loss = scenario(out_dir)
-            torch.save({"phi": loss.network_.state_dict(),
-                        "history": torch.as_tensor(loss.meta_history_),
-                        "processes": loss.meta_info_["processes"],
-                        "rollout_stats": loss.meta_info_.get("rollout_stats")},
-                       out_dir / f"{name}.rank{rank}.pt")
-        try:  # a checkpoint that only rank 1 can read
-            path = out_dir / ("meta.ckpt" if rank == 1 else "missing.ckpt")
-            meta_train(_new_loss(), SupervisedProblem(SINE, _tiny_mlp), n_meta_iter=8,
-                       inner_steps=2, tasks_per_iter=2, inner_lr=0.05, random_state=3,
-                       verbose=0, checkpoint=path)
-        except ValueError as error:
-            (out_dir / f"unshared_checkpoint.rank{rank}.txt").write_text(str(error))
+        _run_scenarios(rank, out_dir)
+        dist.barrier()  # neither rank tears the group down while the other is in a collective
+    except BaseException:
+        (out_dir / f"error.rank{rank}.txt").write_text(traceback.format_exc())
+        raise
     finally:
         dist.destroy_process_group()
+    (out_dir / f"done.rank{rank}.txt").write_text("done")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is on disk: leave without interpreter teardown, where C++ objects
+    # torch keeps for the process (threads still joinable) are destroyed in no
+    # fixed order; a rank once aborted there ("terminate called without an
+    # active exception"), which says nothing about the results under test.
+    os._exit(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _run_scenarios(rank, out_dir):
+    if rank != 0:
+        engine._write_checkpoint = _forbidden_write
+    try:  # fewer tasks than processes: a clear error on every rank
+        vmap_meta_fit(None, tasks_per_iter=1)
+    except ValueError as error:
+        (out_dir / f"too_few_tasks.rank{rank}.txt").write_text(str(error))
+    for name, scenario in SCENARIOS.items():
+        loss = scenario(out_dir)
+        torch.save({"phi": loss.network_.state_dict(),
+                    "history": torch.as_tensor(loss.meta_history_),
+                    "processes": loss.meta_info_["processes"],
+                    "rollout_stats": loss.meta_info_.get("rollout_stats")},
+                   out_dir / f"{name}.rank{rank}.pt")
+    try:  # a checkpoint that only rank 1 can read
+        path = out_dir / ("meta.ckpt" if rank == 1 else "missing.ckpt")
+        meta_train(_new_loss(), SupervisedProblem(SINE, _tiny_mlp), n_meta_iter=8,
+                   inner_steps=2, tasks_per_iter=2, inner_lr=0.05, random_state=3,
+                   verbose=0, checkpoint=path)
+    except ValueError as error:
+        (out_dir / f"unshared_checkpoint.rank{rank}.txt").write_text(str(error))
 
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("distributed")
-    # join=True waits for both processes and re-raises a rank's exception here
-    mp.start_processes(_rank_main, args=(_free_port(), out_dir), nprocs=WORLD_SIZE,
-                       join=True, start_method="spawn")
+    try:  # join=True waits for both processes and raises here if one fails
+        mp.start_processes(_rank_main, args=(out_dir,), nprocs=WORLD_SIZE, join=True,
+                           start_method="spawn")
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
+        reports = [f"rank {rank}: " + (
+            (out_dir / f"error.rank{rank}.txt").read_text()
+            if (out_dir / f"error.rank{rank}.txt").exists()
+            else "finished" if (out_dir / f"done.rank{rank}.txt").exists()
+            else "no traceback (died in C++ or was killed)") for rank in range(WORLD_SIZE)]
+        pytest.fail(f"{error}\n" + "\n".join(reports))
     assert not dist.is_initialized()
     assert [p.name for p in out_dir.iterdir() if p.suffix == ".tmp"] == []
     for rank in range(WORLD_SIZE):
