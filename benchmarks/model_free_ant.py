@@ -1,49 +1,81 @@
 """Model-free ML3 on AntGoal (paper IV-A.3): an opt-in long benchmark.
 
-Meta-trains a policy loss on AntGoal training goals, then trains fresh
-policies on held-out goals with :class:`rl.ML3` (learned loss only) and with
-Stable-Baselines3 PPO (default hyper-parameters, normalised observations) on
-the same sample budget, and reports the final distance of deterministic
-evaluation episodes. Ant costs about 200 us per step on one thread, so even
-the default run is long (about an hour); ``--smoke`` is the tiny run of the
-test suite and ``--full`` the paper-scale budget.
+Meta-trains one policy loss on AntGoal training goals (checkpointed), then,
+per seed, trains fresh policies on held-out goals with :class:`rl.ML3`
+(learned loss only) and with Stable-Baselines3 PPO (SB3's default
+hyper-parameters, normalised observations; no lr grid: one Ant run costs
+minutes) on the same sample budget, and reports the final distance of
+deterministic evaluation episodes. Ant costs about 200 us per step on one
+thread, so even the default run is long (3 goals x 2 seeds, about an hour);
+``--quick`` is the tiny run of the test suite and ``--full`` the paper-scale
+budget (use it with ``--seeds 5``).
 
-Writes ``results/model_free_ant/{results.json, final_distance.png, report.md}``.
+Usage::
+
+    python benchmarks/model_free_ant.py                   # 3 goals x 2 seeds, 100k steps
+    python benchmarks/model_free_ant.py --full --seeds 5  # 10 goals, 1M steps
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from pathlib import Path
 
 import gymnasium as gym
-import matplotlib
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-from tqdm.auto import tqdm
 
 from rl import ML3, meta_train_policy_loss
 from rl.envs import AntGoalEnv
-from sklearn_ml3._utils import versions
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from sklearn_ml3 import LearnedLoss
+from sklearn_ml3.experiments.harness import Benchmark, fmt, stats
 
 ENV_ID = "ml3/AntGoal-v0"
-SETTINGS = {
-    # goals, seeds, budget, meta-iterations, tasks per iteration, episodes per rollout, horizon;
-    # batch_size None: one full-batch SGD step per rollout (as on ReacherGoal)
-    "smoke": {"goals": 1, "seeds": 1, "budget": 64, "meta_iter": 2, "tasks": 1, "episodes": 2,
-              "horizon": 10, "batch_size": None},
-    "default": {"goals": 3, "seeds": 2, "budget": 100_000, "meta_iter": 200, "tasks": 2,
-                "episodes": 5, "horizon": 200, "batch_size": None},
-    "full": {"goals": 10, "seeds": 5, "budget": 1_000_000, "meta_iter": 1000, "tasks": 4,
-             "episodes": 10, "horizon": 200, "batch_size": None},
+#: goals, budget, meta-iterations, tasks per iteration, episodes per rollout, rollouts per
+#: policy, horizon; one full-batch SGD step per rollout (as on ReacherGoal)
+BUDGETS = {
+    "quick": {"goals": 1, "budget": 64, "meta_iter": 2, "tasks": 1, "episodes": 2,
+              "rollouts_per_policy": 1, "horizon": 10},
+    "default": {"goals": 3, "budget": 100_000, "meta_iter": 200, "tasks": 2, "episodes": 5,
+                "rollouts_per_policy": 20, "horizon": 200},
+    "full": {"goals": 10, "budget": 1_000_000, "meta_iter": 1000, "tasks": 4, "episodes": 10,
+             "rollouts_per_policy": 20, "horizon": 200},
 }
+
+bench = Benchmark("model_free_ant", __doc__, default_seeds=2)
+
+
+def budget_of(args) -> dict:
+    return BUDGETS[bench.budget(args, "default", full="full", quick="quick")]
+
+
+def training_goals() -> np.ndarray:
+    return AntGoalEnv.sample_tasks(30, np.random.default_rng(1))
+
+
+def heldout_goals(n: int) -> np.ndarray:
+    return AntGoalEnv.sample_tasks(10, np.random.default_rng(2))[:n]
+
+
+def meta_trained_loss(args) -> LearnedLoss:
+    """One loss for all seeds, meta-trained once (resumable) and then loaded."""
+    cfg = budget_of(args)
+    path = Path(args.out) / f"ant_{cfg['meta_iter']}.ml3"
+    if path.exists():
+        return LearnedLoss.load(path)
+    loss = meta_train_policy_loss(
+        ENV_ID, goals=training_goals(), n_meta_iter=cfg["meta_iter"],
+        tasks_per_iter=cfg["tasks"], rollout_episodes=cfg["episodes"], horizon=cfg["horizon"],
+        batch_size=None, rollouts_per_policy=cfg["rollouts_per_policy"], log_std_init=-0.5,
+        inner_optimizer="sgd", inner_lr=0.1,
+        # a free loss network, one SGD step per rollout: Ant has no batched twin, so the ES
+        # default of ReacherGoal does not apply
+        loss_structure="free", loss_hidden_layer_sizes=(64, 64), n_epochs=1,
+        meta_lr=3e-3, checkpoint=Path(args.out) / "meta.ckpt", random_state=0,
+        verbose=0 if args.quick else 1)
+    loss.save(path)
+    return loss
 
 
 def final_distance(model, goal, horizon: int, seed: int, n_episodes: int = 2) -> float:
@@ -63,78 +95,53 @@ def final_distance(model, goal, horizon: int, seed: int, n_episodes: int = 2) ->
     return float(np.mean(dists))
 
 
+def run_seed(seed, streams, args) -> dict:
+    """ML3 and PPO on every held-out goal; the mean final distance over goals."""
+    cfg = budget_of(args)
+    loss = LearnedLoss.load(Path(args.out) / f"ant_{cfg['meta_iter']}.ml3")
+    sb3_seed = streams.seed_of("init")
+    final = {"ML3": [], "PPO": []}
+    for goal in heldout_goals(cfg["goals"]):
+        for method in final:
+            env = DummyVecEnv([lambda goal=goal: gym.make(ENV_ID, goal=goal,
+                                                          max_episode_steps=cfg["horizon"])])
+            if method == "ML3":
+                model = ML3("MlpPolicy", env, learned_loss=loss, seed=sb3_seed)
+            else:
+                n_steps = min(2048, cfg["budget"])
+                model = PPO("MlpPolicy", VecNormalize(env, norm_reward=False), seed=sb3_seed,
+                            n_steps=n_steps, batch_size=min(64, n_steps))
+            model.learn(total_timesteps=cfg["budget"])
+            final[method].append(final_distance(model, goal, cfg["horizon"], 10_000 + seed))
+    return {"final_distance": {m: float(np.mean(v)) for m, v in final.items()},
+            "final_distance_per_goal": final}
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="tiny budget (test suite)")
-    group.add_argument("--full", action="store_true", help="paper-scale budget")
-    parser.add_argument("--out", type=Path, default=Path("results/model_free_ant"))
-    args = parser.parse_args(argv)
-    name = "smoke" if args.smoke else "full" if args.full else "default"
-    cfg = SETTINGS[name]
+    args = bench.parse_args(argv)
+    cfg = budget_of(args)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    train_goals = AntGoalEnv.sample_tasks(30, np.random.default_rng(1))
-    test_goals = AntGoalEnv.sample_tasks(10, np.random.default_rng(2))[: cfg["goals"]]
-    loss = meta_train_policy_loss(
-        ENV_ID, goals=train_goals, n_meta_iter=cfg["meta_iter"], tasks_per_iter=cfg["tasks"],
-        rollout_episodes=cfg["episodes"], horizon=cfg["horizon"], batch_size=cfg["batch_size"],
-        rollouts_per_policy=1 if args.smoke else 20, log_std_init=-0.5, inner_optimizer="sgd",
-        inner_lr=0.1,
-        # the configuration this page measured: a free loss network, one SGD step per rollout
-        # (Ant has no batched twin, so the ES default of ReacherGoal does not apply)
-        loss_structure="free", loss_hidden_layer_sizes=(64, 64), n_epochs=1,
-        meta_lr=3e-3, checkpoint=args.out / "meta.ckpt", random_state=0,
-        verbose=0 if args.smoke else 1)
-    loss.save(args.out / "ant.ml3")
-
-    final: dict[str, list[float]] = {"ml3": [], "ppo": []}
-    cpu: dict[str, float] = {"ml3": 0.0, "ppo": 0.0}
-    jobs = [(m, g, s) for g in range(len(test_goals)) for s in range(cfg["seeds"])
-            for m in ("ml3", "ppo")]
-    for method, g, seed in tqdm(jobs, desc="meta-test runs", disable=args.smoke):
-        goal = test_goals[g]
-        env = DummyVecEnv([lambda goal=goal: gym.make(ENV_ID, goal=goal,
-                                                      max_episode_steps=cfg["horizon"])])
-        start = time.process_time()
-        if method == "ml3":
-            model = ML3("MlpPolicy", env, learned_loss=loss, seed=seed)
-        else:
-            n_steps = min(2048, cfg["budget"])
-            model = PPO("MlpPolicy", VecNormalize(env, norm_reward=False), seed=seed,
-                        n_steps=n_steps, batch_size=min(64, n_steps))
-        model.learn(total_timesteps=cfg["budget"])
-        cpu[method] += time.process_time() - start
-        final[method].append(final_distance(model, goal, cfg["horizon"], 10_000 + seed))
-
-    fig, ax = plt.subplots(figsize=(4, 3.5))
-    ax.boxplot([final["ml3"], final["ppo"]], tick_labels=["ML3", "PPO"])
-    ax.set_ylabel(f"final distance after {cfg['budget']} steps")
-    fig.tight_layout()
-    fig.savefig(args.out / "final_distance.png", dpi=120)
-    plt.close(fig)
-
-    results = {
-        "setting": name, "config": cfg, "test_goals": test_goals.tolist(),
-        "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
-        "meta_test_cpu_s": cpu, "versions": versions(),
-        "ml3": {"final_distance": final["ml3"]}, "ppo": {"final_distance": final["ppo"]},
-        "initial_goal_distance": [float(np.linalg.norm(g)) for g in test_goals],
-    }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    loss = meta_trained_loss(args)
+    runs = bench.run(run_seed, args)
+    final = {m: stats([r["final_distance"][m] for r in runs]) for m in ("ML3", "PPO")}
+    goals = heldout_goals(cfg["goals"])
+    start = float(np.mean(np.linalg.norm(goals, axis=1)))
     report = [
-        f"# Model-free ML3 on AntGoal ({name} run)", "",
-        f"{cfg['goals']} held-out goals x {cfg['seeds']} seeds, {cfg['budget']} steps per run; "
+        "# Model-free ML3 on AntGoal", "",
+        f"{cfg['goals']} held-out goals x {args.seeds} seeds, {cfg['budget']} steps per run; "
         f"meta-training {cfg['meta_iter']} iterations, "
-        f"{results['meta_train_time_s']['cpu']:.0f} s CPU.", "",
-        "| method | final distance (mean ± std) |", "|---|---|",
-        *(f"| {m.upper()} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for m, v in final.items()),
-        "", f"Mean goal distance from the start: "
-        f"{np.mean(results['initial_goal_distance']):.3f}.", "", "![](final_distance.png)", "",
+        f"{loss.meta_info_['meta_train_time_s']['cpu']:.0f} s CPU. Mean ± std over seeds of "
+        "the mean over goals.", "",
+        "| method | final distance |", "|---|---|",
+        *(f"| {m} | {fmt(v)} |" for m, v in final.items()),
+        "", f"Mean goal distance from the start: {start:.3f}.",
     ]
-    (args.out / "report.md").write_text("\n".join(report))
-    return results
+    results = {"config": cfg, "test_goals": goals.tolist(),
+               "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
+               "final_distance": final, "initial_goal_distance": start,
+               "seed_time_s": [r["seed_time_s"] for r in runs]}
+    return bench.write(args, results, report)
 
 
 if __name__ == "__main__":

@@ -1,61 +1,61 @@
 """Model-free ML3 on ReacherGoal (paper III-B.2, IV-A.3, Fig. 4): learned loss vs tuned PPO.
 
 1. Meta-train a policy loss ``M(s, a, log pi(a|s), g)`` with
-   :func:`rl.meta_train_policy_loss` on training goals (resumable checkpoint
-   in the output folder).
-2. On held-out goals (separate draws, never seen in meta-training) train
-   fresh policies with :class:`rl.ML3` (learned loss only, no rewards), with
-   ML3 and the same loss network before meta-training (a control), and
-   with Stable-Baselines3 PPO tuned as in PROTOCOLS.md section 4 (n_steps
-   512, batch 32, 5 epochs, gamma 0.9, normalised observations; SB3's lr
-   3e-4), and with that PPO at ML3's own Adam lr (``PPO-ML3-lr``), on the
-   same sample budget. Deterministic evaluations every ``--eval-every`` steps
-   give the final distance and the return against environment steps.
+   :func:`rl.meta_train_policy_loss` on the protocol's training goals, once
+   for all seeds (resumable checkpoint in the output folder).
+2. Per seed, on the protocol's held-out goals (separate draws, never seen in
+   meta-training) train fresh policies with :class:`rl.ML3` (learned loss
+   only, no rewards), with ML3 and the same loss network before meta-training
+   (a control), and with Stable-Baselines3 PPO with the settings of
+   PROTOCOLS.md section 4 (n_steps 512, batch 32, 5 epochs, gamma 0.9,
+   normalised observations) at three learning rates: ML3's own Adam lr (the
+   hand-written objective at the same lr), its best lr by the baseline rule
+   (chosen on validation goals from the seed's own stream, by the mean
+   distance over the evaluation curve, grid extended until the best is
+   interior) and SB3's 3e-4 (the protocol's setting). Deterministic
+   evaluations every ``--eval-every`` steps give the final distance and the
+   return against environment steps.
 3. Samples to reach 80% of the task performance: the first evaluation at
    which a method's mean curve closes 80% of the gap between the initial
-   distance and the best final distance of either method.
+   distance and the best final distance of any method.
 4. The same loss trains policies of 4 architectures (paper Fig. 4c).
 
-Writes ``results/model_free_reacher/{results.json, *.png, report.md}``. Every
-finished run is cached under ``runs/`` and meta-training is checkpointed, so
-an interrupted run resumes where it stopped.
 The default run is the protocol's 10 held-out goals x 5 seeds at a reduced
-budget of 8k steps per run (``--jobs`` processes, 2 by default); ``--full``
-also raises the budget to 50k steps and meta-training to 1,000 iterations.
+budget of 8k steps per run, with one meta-trained loss for all seeds;
+``--full`` raises the budget to 50k steps, meta-training to 1,000
+iterations and the architecture experiment to 10 goals. Seeds are cached one by one in
+``runs/`` and meta-training is checkpointed, so an interrupted run resumes.
+
+Usage::
+
+    python benchmarks/model_free_reacher.py --jobs 2     # 10 goals x 5 seeds, 8k steps
+    python benchmarks/model_free_reacher.py --full       # 50k steps
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 
 import gymnasium as gym
-import matplotlib
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-from tqdm.auto import tqdm
 
 from rl import ML3, meta_train_policy_loss
 from rl.envs import ReacherGoalEnv
 from rl.meta.info import PolicyLossInfo
 from sklearn_ml3 import LearnedLoss
-from sklearn_ml3._utils import versions
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from sklearn_ml3.experiments.harness import Benchmark, CurvePanel, baseline_lines, stats
+from sklearn_ml3.meta import tune_lr
 
 ENV_ID = "ml3/ReacherGoal-v0"
 PPO_TUNED = {"n_steps": 512, "batch_size": 32, "n_epochs": 5, "gamma": 0.9}
-#: PPO with the tuned settings but the Adam lr ML3 trains its policies with (the
-#: hand-written objective at the same lr; the tuned set keeps SB3's 3e-4).
-PPO_AT_ML3_LR = "PPO-ML3-lr"
+#: PPO's starting lr grid for the baseline rule (SB3's default 3e-4 in the middle).
+PPO_LR_GRID = (1e-4, 3e-4, 1e-3)
 #: Meta-training configurations. "default" is what ``meta_train_policy_loss`` does with
 #: no arguments (quadratic learned advantage, ES over whole runs on the batched twin);
 #: "classic" is the previous default (free loss network, one-step backprop through one
@@ -72,7 +72,8 @@ CONFIGS = {
                            "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
                            "task_loss_episodes": 32, "meta_lr": 3e-3},
 }
-#: Seeds of the goal draws: meta-training goals, held-out goals (separate draws).
+#: Seeds of the protocol's goal draws, the same for every benchmark seed: meta-training
+#: goals and held-out goals (separate draws).
 TRAIN_GOALS_SEED, HELDOUT_GOALS_SEED = 1, 2
 
 
@@ -138,44 +139,42 @@ class EvalCurve(BaseCallback):
         return True
 
 
-def _tag(args) -> str:
-    """Names the meta-training settings in cache and loss file names."""
-    return args.config
+def loss_file(args) -> Path:
+    """Where the meta-trained loss of these settings is saved."""
+    return Path(args.out) / f"reacher_{args.config}_{args.meta_iter}.ml3"
 
 
-def run_one(method: str, goal, seed: int, budget: int, args, loss=None, net_arch=None) -> dict:
-    """One training run with its evaluation curve (cached in ``out/runs`` for resuming)."""
-    arch = "default" if net_arch is None else "-".join(map(str, net_arch))
-    key = f"{method}_{arch}_{goal[0]:.4f}_{goal[1]:.4f}_{seed}_{budget}"
-    if method.startswith("ML3"):  # depends on the loss, i.e. on how long it was meta-trained
-        key += f"_{_tag(args)}_meta{args.meta_iter}"
-    cache = args.out / "runs" / f"{key}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    ppo = {"learning_rate": args.ml3_lr} if method == PPO_AT_ML3_LR else None
-    result = train_run(method, goal, seed, budget, args, loss, net_arch, ppo_overrides=ppo)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result))
-    return result
+def meta_trained_loss(args) -> LearnedLoss:
+    """The loss of ``--config`` after ``--meta-iter`` iterations (trained once, then loaded)."""
+    path = loss_file(args)
+    if path.exists() and LearnedLoss.load(path).meta_info_.get("n_meta_iter_done") \
+            == args.meta_iter:
+        return LearnedLoss.load(path)
+    loss = meta_train_policy_loss(ENV_ID, goals=training_goals(), random_state=0,
+                                  checkpoint=Path(args.out) / f"meta_{args.config}.ckpt",
+                                  n_meta_iter=args.meta_iter, **CONFIGS[args.config])
+    loss.save(path)
+    return loss
 
 
-def _run_one_thread(*args, **kwargs) -> dict:
-    """:func:`run_one` in a worker process: one torch thread, no untrained-loss warning."""
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="this LearnedLoss has not been meta")
-        return run_one(*args, **kwargs)
+def untrained_control(loss: LearnedLoss) -> LearnedLoss:
+    """The same loss network before meta-training, used with the same settings."""
+    control = LearnedLoss(**loss.get_config(), random_state=0)
+    control.meta_info_ = dict(loss.meta_info_)
+    return control
 
 
 def train_run(method, goal, seed, budget, args, loss, net_arch, ppo_overrides=None) -> dict:
-    """One run; ``args`` gives ``eval_every`` and ``eval_episodes``; ``ppo_overrides``
-    replaces entries of :data:`PPO_TUNED`."""
+    """One run with its evaluation curve; ``args`` gives ``eval_every`` and
+    ``eval_episodes``; ``ppo_overrides`` replaces entries of :data:`PPO_TUNED`."""
     env = DummyVecEnv([lambda: gym.make(ENV_ID, goal=goal)])
     env.seed(seed)
     start = time.process_time()
     if method.startswith("ML3"):
         kwargs = {} if net_arch is None else {"policy_kwargs": {"net_arch": net_arch}}
-        model = ML3("MlpPolicy", env, learned_loss=loss, seed=seed, **kwargs)
+        with warnings.catch_warnings():  # the control is not meta-trained, on purpose
+            warnings.filterwarnings("ignore", message="this LearnedLoss has not been meta")
+            model = ML3("MlpPolicy", env, learned_loss=loss, seed=seed, **kwargs)
     else:
         env = VecNormalize(env, norm_obs=True, norm_reward=False, gamma=PPO_TUNED["gamma"])
         model = PPO("MlpPolicy", env, seed=seed, **{**PPO_TUNED, **(ppo_overrides or {})})
@@ -183,6 +182,39 @@ def train_run(method, goal, seed, budget, args, loss, net_arch, ppo_overrides=No
     model.learn(total_timesteps=budget, callback=curve)
     return {"steps": curve.steps, "distance": curve.distance, "return": curve.returns,
             "cpu_s": time.process_time() - start}
+
+
+def run_seed(seed, streams, args) -> dict:
+    """Every held-out goal with every method, PPO's lr by the baseline rule, architectures."""
+    loss = LearnedLoss.load(loss_file(args))
+    control = untrained_control(loss)
+    ml3_lr = float(loss.meta_info_["inner_lr"])
+    run_seed_ = streams.seed_of("init")  # SB3's seed for every run of this benchmark seed
+    test_goals = heldout_goals(args.goals)
+    val_goals = ReacherGoalEnv.sample_tasks(args.validation_goals, streams.rng("validation"))
+    ppo_runs: dict[float, list[dict]] = {}
+
+    def ppo(lr, goals):
+        return [train_run("PPO", g, run_seed_, args.budget, args, None, None,
+                          {"learning_rate": lr}) for g in goals]
+
+    record = tune_lr(lambda lr: float(np.mean([r["distance"] for r in ppo(lr, val_goals)])),
+                     PPO_LR_GRID, name="PPO (SB3), the protocol's settings",
+                     selected_on=f"{args.validation_goals} validation goals from their own seed "
+                     "stream, mean distance over the evaluation curve")
+    for lr in {ml3_lr, record["best_lr"], 3e-4}:
+        ppo_runs[lr] = ppo(lr, test_goals)
+    runs = {"ML3": [train_run("ML3", g, run_seed_, args.budget, args, loss, None)
+                    for g in test_goals],
+            "ML3-untrained": [train_run("ML3", g, run_seed_, args.budget, args, control, None)
+                              for g in test_goals],
+            "PPO, same lr": ppo_runs[ml3_lr], "PPO, tuned lr": ppo_runs[record["best_lr"]],
+            "PPO, SB3 lr 3e-4": ppo_runs[3e-4]}
+    architectures = {name: [train_run("ML3", g, run_seed_, args.budget, args, loss, arch)
+                            for g in test_goals[:args.arch_goals]]
+                     for name, arch in ARCHITECTURES.items()}
+    return {"runs": runs, "architectures": architectures, "baselines": [record],
+            "ml3_lr": ml3_lr}
 
 
 def rollout_throughput(goals, repeats: int = 3) -> dict:
@@ -225,8 +257,9 @@ def samples_to_threshold(steps, curve, target) -> int | None:
     return None
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict:
-    """Mean/std curves per method and samples to 80% of the task performance."""
+def summarise(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+    """Mean/std curves per method over all runs, samples to 80% of the task performance
+    (pooled mean curves, and each seed's mean curve over goals against the same target)."""
     out = {}
     for method, items in runs.items():
         dist = np.array([r["distance"] for r in items])
@@ -239,138 +272,114 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     start = np.mean([out[m]["distance_mean"][0] for m in out])
     best = min(out[m]["distance_mean"][-1] for m in out)
     target = start - 0.8 * (start - best)
-    for item in out.values():
+    for method, item in out.items():
         item["samples_to_80pct"] = samples_to_threshold(item["steps"], item["distance_mean"],
                                                         target)
+        dist = np.array([r["distance"] for r in runs[method]])
+        per_seed = dist.reshape(len(seeds), -1, dist.shape[-1]).mean(1)
+        item["seed_curves"] = per_seed.tolist()
+        item["samples_to_80pct_per_seed"] = [samples_to_threshold(item["steps"], c, target)
+                                             for c in per_seed]
+        item["final_distance_per_seed"] = stats(per_seed[:, -1])
     return {"methods": out, "initial_distance": float(start), "best_final_distance": float(best),
             "target_distance_80pct": float(target)}
-
-
-def plot_curves(summary: dict, path: Path, title: str) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for method, item in summary["methods"].items():
-        steps = np.array(item["steps"])
-        for ax, key in zip(axes, ("distance", "return"), strict=True):
-            mean, std = np.array(item[f"{key}_mean"]), np.array(item[f"{key}_std"])
-            ax.plot(steps, mean, label=method)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    axes[0].axhline(summary["target_distance_80pct"], color="gray", ls="--", lw=0.8,
-                    label="80% of task performance")
-    axes[0].set_ylabel("final distance to goal")
-    axes[1].set_ylabel("episode return")
-    for ax in axes:
-        ax.set_xlabel("environment steps")
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def fmt(values) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
+bench = Benchmark("model_free_reacher", __doc__)
+bench.add_argument("--goals", type=int, default=10, help="held-out goals (default 10)")
+bench.add_argument("--budget", type=int, default=None,
+                   help="env steps per run (default 8,000; --full 50,000)")
+bench.add_argument("--meta-iter", type=int, default=None,
+                   help="meta-iterations (default: 400, 300 for --config classic)")
+bench.add_argument("--config", default="default", choices=sorted(CONFIGS),
+                   help="meta-training configuration (see CONFIGS)")
+bench.add_argument("--arch-goals", type=int, default=None,
+                   help="goals of the architecture experiment (default 5; --full 10)")
+bench.add_argument("--validation-goals", type=int, default=3,
+                   help="goals of PPO's lr selection (from the validation stream)")
+bench.add_argument("--eval-every", type=int, default=None,
+                   help="evaluation interval in env steps (default 500; --full 2,500)")
+bench.add_argument("--eval-episodes", type=int, default=3)
+
+
+def resolve(args):
+    """Fill the budget-dependent defaults (they are part of each seed's cache key)."""
+    args.budget = args.budget or bench.budget(args, 8_000, full=50_000, quick=1_000)
+    args.arch_goals = args.arch_goals or bench.budget(args, 5, full=10, quick=1)
+    args.eval_every = args.eval_every or bench.budget(args, 500, full=2_500, quick=500)
+    default_iter = 300 if args.config == "classic" else 400
+    args.meta_iter = args.meta_iter or bench.budget(args, default_iter, full=1_000, quick=2)
+    if args.quick:
+        args.goals = min(args.goals, 2)
+    return args
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="10 goals, 5 seeds, 50k steps")
-    parser.add_argument("--goals", type=int, default=10, help="held-out goals (default 10)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per goal (default 5)")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="meta-test runs in parallel processes (one torch thread each)")
-    parser.add_argument("--budget", type=int, default=8_000, help="env steps per run")
-    parser.add_argument("--meta-iter", type=int, default=None,
-                        help="meta-iterations (default: the configuration's)")
-    parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
-                        help="meta-training configuration (see CONFIGS)")
-    parser.add_argument("--arch-goals", type=int, default=5,
-                        help="goals of the architecture experiment (--seeds seeds each)")
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-episodes", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("results/model_free_reacher"))
-    args = parser.parse_args(argv)
-    if args.full:
-        args.goals, args.seeds, args.budget = 10, 5, 50_000
-        args.arch_goals, args.eval_every = 10, 2_500
-    if args.meta_iter is None:
-        args.meta_iter = 300 if args.config == "classic" else 400
+    args = resolve(bench.parse_args(argv))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    train_goals, test_goals = training_goals(), heldout_goals(args.goals)
-
-    loss_path = args.out / f"reacher_{_tag(args)}_{args.meta_iter}.ml3"
-    meta_settings = {"n_meta_iter": args.meta_iter, **CONFIGS[args.config]}
-    if loss_path.exists() and LearnedLoss.load(loss_path).meta_info_.get(
-            "n_meta_iter_done") == args.meta_iter:
-        loss = LearnedLoss.load(loss_path)
-    else:
-        loss = meta_train_policy_loss(ENV_ID, goals=train_goals, random_state=0,
-                                      checkpoint=args.out / f"meta_{_tag(args)}.ckpt",
-                                      **meta_settings)
-        loss.save(loss_path)
-    meta_time = loss.meta_info_["meta_train_time_s"]
-
-    # control: the same network before meta-training, used with the same settings
-    untrained = LearnedLoss(**loss.get_config(), random_state=0)
-    untrained.meta_info_ = dict(loss.meta_info_)
-    args.ml3_lr = float(loss.meta_info_["inner_lr"])
-    losses = {"ML3": loss, "ML3-untrained": untrained, "PPO": None, PPO_AT_ML3_LR: None}
-    jobs = [(m, g, s) for g in range(len(test_goals)) for s in range(args.seeds) for m in losses]
-    runs: dict[str, list[dict]] = {m: [] for m in losses}
-    results = Parallel(n_jobs=args.jobs, return_as="generator")(
-        delayed(_run_one_thread)(method, test_goals[g], seed, args.budget, args, losses[method])
-        for method, g, seed in jobs)
-    for (method, _, _), result in zip(jobs, tqdm(results, total=len(jobs),
-                                                 desc="meta-test runs"), strict=True):
-        runs[method].append(result)
-    summary = summarise(runs)
-    plot_curves(summary, args.out / "ml3_vs_ppo.png",
-                f"ReacherGoal, {args.goals} held-out goals x {args.seeds} seeds")
-
-    arch_runs: dict[str, list[dict]] = {name: [] for name in ARCHITECTURES}
-    arch_jobs = [(name, g, s) for g in range(args.arch_goals) for s in range(args.seeds)
-                 for name in ARCHITECTURES]
-    outputs = Parallel(n_jobs=args.jobs, return_as="generator")(
-        delayed(_run_one_thread)("ML3", test_goals[g], s, args.budget, args, loss,
-                                 net_arch=ARCHITECTURES[name]) for name, g, s in arch_jobs)
-    for (name, _, _), result in zip(arch_jobs, tqdm(outputs, total=len(arch_jobs),
-                                                    desc="architectures"), strict=True):
-        arch_runs[name].append(result)
-    arch_summary = summarise(arch_runs)
-    plot_curves(arch_summary, args.out / "architectures.png",
-                "One learned loss, four policy architectures")
-
-    stats = loss.meta_info_.get("rollout_stats", [])
-    if stats:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([s["final_distance"] for s in stats])
-        ax.set_xlabel("meta-iteration")
-        ax.set_ylabel("final distance (task-loss rollouts)")
-        fig.tight_layout()
-        fig.savefig(args.out / "meta_training.png", dpi=120)
-        plt.close(fig)
-
+    loss = meta_trained_loss(args)
+    seeds = list(range(args.seeds))
+    per_seed = bench.run(run_seed, args)
+    runs = {m: [r for s in per_seed for r in s["runs"][m]] for m in per_seed[0]["runs"]}
+    arch_runs = {m: [r for s in per_seed for r in s["architectures"][m]]
+                 for m in per_seed[0]["architectures"]}
+    summary, arch_summary = summarise(runs, seeds), summarise(arch_runs, seeds)
+    baselines = [{"seed": s["seed"], **b} for s in per_seed for b in s["baselines"]]
+    steps = summary["methods"]["ML3"]["steps"]
+    figures = {
+        "ml3_vs_ppo.png": [
+            CurvePanel(f"ReacherGoal, {args.goals} held-out goals x {args.seeds} seeds",
+                       "environment steps", "final distance to goal", steps,
+                       {m: item["seed_curves"] for m, item in summary["methods"].items()}),
+            CurvePanel("episode return", "environment steps", "episode return", steps,
+                       {m: np.reshape([r["return"] for r in runs[m]],
+                                      (args.seeds, -1, len(steps))).mean(1)
+                        for m in runs})],
+        "architectures.png": [
+            CurvePanel("One learned loss, four policy architectures", "environment steps",
+                       "final distance to goal", steps,
+                       {m: item["seed_curves"] for m, item in arch_summary["methods"].items()})],
+    }
+    history = loss.meta_info_.get("rollout_stats", [])
+    if history:
+        figures["meta_training.png"] = [CurvePanel(
+            "meta-training", "meta-iteration", "final distance (task-loss rollouts)",
+            np.arange(len(history)), {"ML3": [[h["final_distance"] for h in history]]})]
+    methods = summary["methods"]
     results = {
-        "rollout_throughput_steps_per_s": rollout_throughput(train_goals),
+        "rollout_throughput_steps_per_s": rollout_throughput(training_goals()),
         "protocol": {"goals": args.goals, "seeds": args.seeds, "budget": args.budget,
                      "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                      "ppo": {**PPO_TUNED, "normalize_obs": True}, "full": args.full,
-                     "meta_training": {**meta_settings,
+                     "meta_training": {"n_meta_iter": args.meta_iter, **CONFIGS[args.config],
                                        **PolicyLossInfo.of(loss, required=True).to_dict()},
-                     "test_goals": test_goals.tolist()},
-        "meta_train_time_s": meta_time,
-        "versions": versions(),
+                     "test_goals": heldout_goals(args.goals).tolist()},
+        "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
         "ml3_vs_ppo": summary,
         "architectures": arch_summary,
+        "baselines": baselines,
         "meta_test_cpu_s": {m: float(sum(r["cpu_s"] for r in runs[m])) for m in runs},
+        "headline": [{
+            "experiment": f"ReacherGoal model-free, final distance after {args.budget} steps "
+                          f"({args.goals} goals; samples to 80%: ML3 "
+                          f"{methods['ML3']['samples_to_80pct']}, tuned PPO "
+                          f"{methods['PPO, tuned lr']['samples_to_80pct']})",
+            "metric": "final distance", "lower_is_better": True,
+            "learned": methods["ML3"]["final_distance_per_seed"],
+            "same_lr": methods["PPO, same lr"]["final_distance_per_seed"],
+            "best_lr": methods["PPO, tuned lr"]["final_distance_per_seed"],
+            "note": "untrained control "
+                    f"{methods['ML3-untrained']['final_distance_per_seed']['mean']:.3g}"}],
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    write_report(results, args.out / "report.md")
-    return results
+    return bench.write(args, results, report_lines(results, args), figures)
 
 
-def write_report(results: dict, path: Path) -> None:
+def report_lines(results: dict, args) -> list[str]:
     p, s = results["protocol"], results["ml3_vs_ppo"]
     lines = [
         "# Model-free ML3 on ReacherGoal",
@@ -379,25 +388,28 @@ def write_report(results: dict, path: Path) -> None:
         f"run, deterministic evaluation ({p['eval_episodes']} episodes) every {p['eval_every']} "
         f"steps. Meta-training: {p['meta_training']['n_meta_iter']} meta-iterations, "
         f"{results['meta_train_time_s']['wall']:.0f} s wall / "
-        f"{results['meta_train_time_s']['cpu']:.0f} s CPU.",
+        f"{results['meta_train_time_s']['cpu']:.0f} s CPU. Mean ± std over all runs; samples "
+        "to 80% on the pooled mean curve, and per seed (each seed's mean curve over goals).",
         "",
-        "| method | final distance | final return | samples to 80% |",
-        "|---|---|---|---|",
+        "| method | final distance | final return | samples to 80% | per seed |",
+        "|---|---|---|---|---|",
     ]
     for method, item in s["methods"].items():
+        per_seed = ", ".join("never" if v is None else f"{v:,}"
+                             for v in item["samples_to_80pct_per_seed"])
         lines.append(f"| {method} | {fmt(item['final_distance'])} | {fmt(item['final_return'])} "
-                     f"| {item['samples_to_80pct'] or 'not reached'} |")
+                     f"| {item['samples_to_80pct'] or 'not reached'} | {per_seed} |")
     lines += ["", f"Initial distance {s['initial_distance']:.4f}; 80% target distance "
               f"{s['target_distance_80pct']:.4f}.", "", "Rollout throughput (env steps/s): "
               + ", ".join(f"{k}: {v:,.0f}" for k, v in
                           results["rollout_throughput_steps_per_s"].items()) + ".",
+              "", "Tuned baseline (the baseline rule):", *baseline_lines(results["baselines"]),
               "", "## Architectures (ML3, same loss)", "",
               "| actor | distance at step 0 | final distance |", "|---|---|---|"]
     for name, item in results["architectures"]["methods"].items():
         lines.append(f"| {name} | {item['distance_mean'][0]:.4f} | "
                      f"{fmt(item['final_distance'])} |")
-    lines += ["", "![](ml3_vs_ppo.png)", "![](architectures.png)", "![](meta_training.png)", ""]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ half-plane).
   from the policies' own rollouts, without any expert;
 - behavioural cloning: one goal-conditioned policy fitted to the 4 training
   demonstrations (Adam), evaluated on the new targets;
-- task loss: Adam on the final fingertip distance through the twin (a
-  hand-written loss with known dynamics), at its best lr by the baseline rule
-  (2 validation targets from their own seed stream; one policy
+- task loss: gradient descent on the final fingertip distance through the
+  twin (a hand-written loss with known dynamics): SGD at the learned loss's
+  inner lr, SGD at its best lr and Adam at its best lr, best lrs by the
+  baseline rule (2 validation targets from their own seed stream; one policy
   initialisation per target: it is the slowest part of the script);
 - iLQR expert planned on each new target (an oracle reference).
 
@@ -43,7 +44,8 @@ from sklearn_ml3 import LearnedLoss, meta_train
 from sklearn_ml3.experiments.harness import Benchmark, CurvePanel, baseline_lines, fmt, stats
 from sklearn_ml3.meta import TaskObjective, meta_test, tune_lr
 
-TASK_LR_GRID = (3e-3, 1e-2, 3e-2)
+SGD_LR_GRID = (0.1, 0.3, 1.0)
+ADAM_LR_GRID = (3e-3, 1e-2, 3e-2)
 GROUPS = ("same_region", "other_region")
 
 bench = Benchmark("shaping_expert_demos", __doc__)
@@ -93,13 +95,19 @@ def run_seed(seed, streams, args) -> dict:
     env["behaviour_cloning"] = [evaluate_in_env(problem, bc, t.goal.numpy(), seed=k)
                                 for k, t in enumerate(test)]
     distance = TaskObjective(problem.final_distance, "final_distance")
-    record = tune_lr(lambda lr: train_targets(problem, distance, validation, init[len(test):],
-                                              n_updates, lr, "adam")[0][:, -1].mean(),
-                     TASK_LR_GRID, name="task loss through the twin (Adam)",
-                     selected_on="2 validation targets from their own seed stream, final "
-                     "distance after the last update")
-    curves["task_loss_best_lr"], env["task_loss_best_lr"] = train_targets(
-        problem, distance, test, init[:len(test)], n_updates, record["best_lr"], "adam")
+    curves["task_loss_same_lr"], env["task_loss_same_lr"] = train_targets(
+        problem, distance, test, init[:len(test)], n_updates, args.inner_lr, "sgd")
+    records = []
+    for method, solver, grid in (("task_loss_best_lr", "sgd", SGD_LR_GRID),
+                                 ("task_loss_adam_best_lr", "adam", ADAM_LR_GRID)):
+        record = tune_lr(lambda lr, solver=solver: train_targets(
+            problem, distance, validation, init[len(test):], n_updates, lr, solver)[0][:, -1]
+            .mean(), grid, name=f"task loss through the twin ({solver})",
+            selected_on="2 validation targets from their own seed stream, final distance "
+            "after the last update")
+        curves[method], env[method] = train_targets(problem, distance, test, init[:len(test)],
+                                                    n_updates, record["best_lr"], solver)
+        records.append(record)
     expert = []
     for g in test_goals:
         _, states, _ = expert_actions_reacher(g, np.zeros(4), problem.horizon,
@@ -114,7 +122,7 @@ def run_seed(seed, streams, args) -> dict:
         "success_env": {m: {g: float(np.mean([r["success"] for r in e[sl]]))
                             for g, sl in groups.items()} for m, e in env.items()},
         "ilqr_expert": {g: float(np.mean(expert[sl])) for g, sl in groups.items()},
-        "baselines": [record], "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
+        "baselines": records, "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
         "meta_history": loss.meta_history_, "train_goals": train_goals,
         "test_goals": test_goals}
 
@@ -158,6 +166,7 @@ def main(argv=None) -> dict:
                           "training region",
             "metric": "final distance", "lower_is_better": True,
             "learned": table["ml3_shaped"]["same_region"]["final_distance_twin"],
+            "same_lr": table["task_loss_same_lr"]["same_region"]["final_distance_twin"],
             "best_lr": table["task_loss_best_lr"]["same_region"]["final_distance_twin"],
             "note": "behavioural cloning "
                     f"{table['behaviour_cloning']['same_region']['final_distance_twin']['mean']:.3g}"

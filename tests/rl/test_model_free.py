@@ -144,9 +144,11 @@ def test_ant_benchmark_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("model_free_ant", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    results = bench.main(["--smoke", "--out", str(tmp_path)])
+    results = bench.main(["--quick", "--seeds", "1", "--out", str(tmp_path)])
     assert (tmp_path / "results.json").exists() and (tmp_path / "report.md").exists()
-    assert np.isfinite(results["ml3"]["final_distance"]).all()
+    assert (tmp_path / "runs" / "seed_0.json").exists()  # a rerun resumes from it
+    for method in ("ML3", "PPO"):
+        assert np.isfinite(results["final_distance"][method]["per_seed"]).all()
     assert results["meta_train_time_s"]["cpu"] > 0
 
 
