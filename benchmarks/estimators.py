@@ -12,22 +12,20 @@ controls the train/test split, the initialisations and the learned loss):
 - fit time of the default estimator vs the MLP on the same network and the
   same number of epochs (Adam, lr 1e-3, batches of 200, no penalty, no early stop).
 
-    nice -n 10 python benchmarks/estimators.py            # 5 seeds, a few minutes
-    nice -n 10 python benchmarks/estimators.py --seeds 2  # quicker
+    python benchmarks/estimators.py --jobs 2     # 5 seeds, a few minutes
+    python benchmarks/estimators.py --seeds 2    # quicker
 
-Writes results/estimators/{results.json, report.md}.
+Per seed, the train/test split (and the Friedman #1 draw), the learned losses'
+meta-training, the MLP's validation split and the initialisations come from
+the seed's own streams. Writes results/estimators/{results.json, report.md}.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.base import clone, is_classifier
 from sklearn.datasets import (
     load_breast_cancer,
@@ -43,10 +41,9 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from sklearn_ml3 import LearnedLoss, MetaLossClassifier, MetaLossRegressor
-from sklearn_ml3._utils import versions
+from sklearn_ml3.experiments.harness import Benchmark, stats
 from sklearn_ml3.meta import tune_lr
 
 #: Epochs of the equal-work timing comparison.
@@ -58,7 +55,7 @@ META_TEMPLATE = {"solver": "adam", "lr": 1e-2}
 
 
 def datasets(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    friedman = make_friedman1(500, n_features=10, noise=1.0, random_state=1000 + seed)
+    friedman = make_friedman1(500, n_features=10, noise=1.0, random_state=seed)
     return {
         "diabetes": (*load_diabetes(return_X_y=True), "regression"),
         "friedman1": (*friedman, "regression"),
@@ -68,7 +65,7 @@ def datasets(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
     }
 
 
-def meta_train_losses(seed: int) -> dict[str, LearnedLoss]:
+def meta_train_losses(seed: int, n_meta_iter: int = META["n_meta_iter"]) -> dict[str, LearnedLoss]:
     """One regression and one classification loss, meta-trained on synthetic tasks only."""
     rng = np.random.default_rng(seed)
     regression, classification = [], []
@@ -84,10 +81,10 @@ def meta_train_losses(seed: int) -> dict[str, LearnedLoss]:
         classification.append((X[:100], y[:100], X[100:], y[100:]))
     reg = LearnedLoss("regression", random_state=seed).meta_fit(
         regression, estimator=MetaLossRegressor(**META_TEMPLATE), target_scaling="standard",
-        random_state=seed, vectorize=False, **META)
+        random_state=seed, vectorize=False, **{**META, "n_meta_iter": n_meta_iter})
     clf = LearnedLoss("classification", random_state=seed).meta_fit(
         classification, estimator=MetaLossClassifier(**META_TEMPLATE), random_state=seed,
-        vectorize=False, **META)
+        vectorize=False, **{**META, "n_meta_iter": n_meta_iter})
     return {"regression": reg, "classification": clf}
 
 
@@ -112,71 +109,47 @@ def tuned_mlp(mlp, X_tr, y_tr, seed: int) -> tuple[object, dict]:
     return clone(mlp).set_params(learning_rate_init=record["best_lr"]), record
 
 
-def run(seeds, out_dir: Path) -> dict:
-    rows: dict[str, dict[str, dict[str, list]]] = {}
-    tuning: dict[str, list] = {}
-    timing: dict[str, list] = {}
-    meta_cpu = []
-    for seed in tqdm(seeds, desc="seeds"):
-        t_cpu = time.process_time()
-        losses = meta_train_losses(seed)
-        meta_cpu.append(time.process_time() - t_cpu)
-        for name, (X, y, kind) in datasets(seed).items():
+def run_seed(seed, streams, args) -> dict:
+    """Every data set with every estimator, the tuned MLP and the equal-work timing."""
+    split_seed, init_seed = streams.seed_of("meta_test"), streams.seed_of("init")
+    t_cpu = time.process_time()
+    losses = meta_train_losses(streams.seed_of("meta_train"),
+                               bench.budget(args, META["n_meta_iter"], full=META["n_meta_iter"],
+                                            quick=2))
+    meta_cpu = time.process_time() - t_cpu
+    scores, tuning, timing = {}, {}, {}
+    with threadpool_limits(1), warnings.catch_warnings():
+        # defaults stop on max_iter on some data sets, for both libraries alike
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, (X, y, kind) in datasets(split_seed).items():
             stratify = y if kind == "classification" else None
-            X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=seed,
-                                                      stratify=stratify)
+            X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25,
+                                                      random_state=split_seed, stratify=stratify)
             ours, mlp = ((MetaLossClassifier, MLPClassifier) if kind == "classification"
                          else (MetaLossRegressor, MLPRegressor))
-            default_mlp = mlp(random_state=seed)
-            tuned, record = tuned_mlp(default_mlp, X_tr, y_tr, seed)
-            tuning.setdefault(name, []).append(record)
+            default_mlp = mlp(random_state=init_seed)
+            tuned, tuning[name] = tuned_mlp(default_mlp, X_tr, y_tr,
+                                            streams.seed_of("validation"))
             methods = {
-                f"{ours.__name__}()": ours(random_state=seed),
-                f"{ours.__name__}(learned loss)": ours(losses[kind], random_state=seed),
+                f"{ours.__name__}()": ours(random_state=init_seed),
+                f"{ours.__name__}(learned loss)": ours(losses[kind], random_state=init_seed),
                 f"{mlp.__name__}()": default_mlp,
                 f"{mlp.__name__}(tuned lr)": tuned,
             }
+            scores[name] = {}
             for method, estimator in methods.items():
                 score, fit_s = timed_score(estimator, X_tr, y_tr, X_te, y_te)
-                cell = rows.setdefault(name, {}).setdefault(method, {"score": [], "fit_s": []})
-                cell["score"].append(score)
-                cell["fit_s"].append(fit_s)
+                scores[name][method] = {"score": score, "fit_s": fit_s}
             # equal work: same network, epochs, batches, optimizer and lr
             same = {"max_iter": TIMING_EPOCHS, "n_iter_no_change": TIMING_EPOCHS,
-                    "random_state": seed}
+                    "random_state": init_seed}
             pair = (ours(**same), mlp(alpha=0.0, tol=0.0, **same))
-            times = [timed_score(e, X_tr, y_tr, X_te, y_te)[1] for e in pair]
-            timing.setdefault(name, []).append({"ours_s": times[0], "mlp_s": times[1],
-                                                "ratio": times[0] / times[1]})
-    results = {
-        "seeds": list(seeds),
-        "scores": {name: {m: {k: _stats(v) for k, v in cell.items()}
-                          for m, cell in methods.items()} for name, methods in rows.items()},
-        "equal_work_timing": {
-            "epochs": TIMING_EPOCHS,
-            "per_dataset": {name: {k: _stats([t[k] for t in ts]) for k in ts[0]}
-                            for name, ts in timing.items()},
-        },
-        "mlp_tuning": tuning,
-        "learned_loss_meta_training": {**META, **META_TEMPLATE,
-                                       "cpu_s_per_seed": _stats(meta_cpu),
-                                       "tasks": "16 Friedman #1 / 16 make_classification tasks"},
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "report.md").write_text(report(results))
-    return results
+            ours_s, mlp_s = (timed_score(e, X_tr, y_tr, X_te, y_te)[1] for e in pair)
+            timing[name] = {"ours_s": ours_s, "mlp_s": mlp_s, "ratio": ours_s / mlp_s}
+    return {"scores": scores, "mlp_tuning": tuning, "timing": timing, "meta_cpu_s": meta_cpu}
 
 
-def _stats(values):
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std()),
-            "per_seed": [float(v) for v in values]}
-
-
-def report(results: dict) -> str:
+def report(results: dict) -> list[str]:
     n = len(results["seeds"])
     lines = [f"# Estimators vs scikit-learn's MLPs ({n} seeds)", "",
              "Test R^2 (diabetes, friedman1) or accuracy, and fit time (s), mean ± std.", ""]
@@ -194,20 +167,36 @@ def report(results: dict) -> str:
     for name, t in timing["per_dataset"].items():
         lines.append(f"| {name} | {t['ours_s']['mean']:.2f} | {t['mlp_s']['mean']:.2f} | "
                      f"{t['ratio']['mean']:.2f} ± {t['ratio']['std']:.2f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", default="results/estimators")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    with threadpool_limits(1), warnings.catch_warnings():
-        # defaults stop on max_iter on some data sets, for both libraries alike
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        results = run(range(args.seeds), Path(args.out))
-    print(report(results))
+bench = Benchmark("estimators", __doc__)
+
+
+def main(argv=None) -> dict:
+    args = bench.parse_args(argv)
+    runs = bench.run(run_seed, args)
+    names = list(runs[0]["scores"])
+    results = {
+        "scores": {name: {m: {k: stats([r["scores"][name][m][k] for r in runs])
+                              for k in ("score", "fit_s")}
+                          for m in runs[0]["scores"][name]} for name in names},
+        "equal_work_timing": {
+            "epochs": TIMING_EPOCHS,
+            "per_dataset": {name: {k: stats([r["timing"][name][k] for r in runs])
+                                   for k in ("ours_s", "mlp_s", "ratio")} for name in names},
+        },
+        "mlp_tuning": {name: [r["mlp_tuning"][name] for r in runs] for name in names},
+        "baselines": [{"seed": r["seed"], "dataset": name, **r["mlp_tuning"][name]}
+                      for r in runs for name in names],
+        "learned_loss_meta_training": {**META, **META_TEMPLATE,
+                                       "cpu_s_per_seed": stats([r["meta_cpu_s"] for r in runs]),
+                                       "tasks": "16 Friedman #1 / 16 make_classification tasks"},
+    }
+    results["seeds"] = list(range(args.seeds))
+    written = bench.write(args, results, report(results))
+    print("\n".join(report(results)))
+    return written
 
 
 if __name__ == "__main__":
