@@ -13,7 +13,9 @@ process has a core of its own (communication waits excluded).
     python benchmarks/scaling.py                       # loop and vmap, 1 and 2 processes
     python benchmarks/scaling.py --n-meta-iter 20 --repeats 2
 
-Writes results/scaling/{results.json, report.md}.
+Writes results/scaling/{results.json, report.md} with the harness's writer.
+It is not a seed loop on the harness: it times repeats of two process
+counts in alternation, and parallel seeds would distort the timings.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sklearn_ml3 import LearnedLoss, MetaLossRegressor, SineTasks
-from sklearn_ml3._utils import versions
+from sklearn_ml3.experiments.harness import write_results
 
 TASKS = SineTasks(amplitude=(0.2, 5.0), phase=(-np.pi, np.pi), x_range=(-5.0, 5.0),
                   n_points=100)
@@ -103,7 +105,7 @@ def main() -> None:
                      "torch_threads_per_process": 1},
         "machine": {"cpu_count": os.cpu_count(),
                     "note": "shared machine: other jobs ran at the same time (see load)"},
-        "versions": versions(), "paths": {},
+        "paths": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.paths:
@@ -133,7 +135,6 @@ def main() -> None:
                 "cpu_bound_speedup_2_vs_1": busiest_cpu[1] / busiest_cpu[2],
                 "max_weight_difference_between_runs": max_diff,
             }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
     lines = ["# Scaling: meta-iterations per second", "",
              f"{results['problem']}; {args.tasks_per_iter} tasks per meta-iteration, "
              f"{args.n_meta_iter} meta-iterations, median of {args.repeats} runs; "
@@ -149,7 +150,7 @@ def main() -> None:
                      f"{r['median_busiest_process_cpu_s']['1']:.1f} / "
                      f"{r['median_busiest_process_cpu_s']['2']:.1f} | "
                      f"{r['cpu_bound_speedup_2_vs_1']:.2f} | {min(loads):.1f}-{max(loads):.1f} |")
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, results, lines, benchmark="scaling")
     print("\n".join(lines))
 
 
