@@ -5,7 +5,8 @@ and a synthetic regression family (Friedman #1), over 5 seeds (a seed
 controls the train/test split, the initialisations and the learned loss):
 
 - test score (R^2 or accuracy) and fit time of the estimators with default
-  parameters, with a learned loss (meta-trained per seed on synthetic tasks,
+  parameters (and, for regression, with ``target_scaling="standard"``), with
+  a learned loss (meta-trained per seed on synthetic tasks,
   never on these data sets), and of MLPRegressor/MLPClassifier with default
   parameters and with ``learning_rate_init`` tuned on a validation split of
   the training part (the x3 grid of the protocols' baseline rule);
@@ -133,6 +134,9 @@ def run_seed(seed, streams, args) -> dict:
             methods = {
                 f"{ours.__name__}()": ours(random_state=init_seed),
                 f"{ours.__name__}(learned loss)": ours(losses[kind], random_state=init_seed),
+                **({f"{ours.__name__}(target_scaling='standard')":
+                    ours(target_scaling="standard", random_state=init_seed)}
+                   if kind == "regression" else {}),
                 f"{mlp.__name__}()": default_mlp,
                 f"{mlp.__name__}(tuned lr)": tuned,
             }
