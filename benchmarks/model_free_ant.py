@@ -7,8 +7,8 @@ hyper-parameters, normalised observations; no lr grid: one Ant run costs
 minutes) on the same sample budget, and reports the final distance of
 deterministic evaluation episodes. Ant costs about 200 us per simulated step
 and about 1 ms per learning step on one thread, so the default is a reduced
-budget (3 goals x 5 seeds, 20k steps per run, 50 meta-iterations; about 15
-minutes with ``--jobs 2``); ``--quick`` is the tiny run of the test suite and
+budget (3 goals x 5 seeds, 20k steps per run, 50 meta-iterations; an estimated 15
+minutes with ``--jobs 2``, not yet timed); ``--quick`` is the tiny run of the test suite and
 ``--full`` the paper-scale budget (hours).
 
 Usage::
@@ -38,7 +38,7 @@ ENV_ID = "ml3/AntGoal-v0"
 BUDGETS = {
     "quick": {"goals": 1, "budget": 64, "meta_iter": 2, "tasks": 1, "episodes": 2,
               "rollouts_per_policy": 1, "horizon": 10},
-    # a reduced budget that fits in about 15 minutes on 2 cores (Ant costs ~1 ms per
+    # a reduced budget, estimated at 15 minutes on 2 cores (Ant costs ~1 ms per
     # learning step here); far below what PPO needs on Ant
     "default": {"goals": 3, "budget": 20_000, "meta_iter": 50, "tasks": 2, "episodes": 5,
                 "rollouts_per_policy": 5, "horizon": 200},
