@@ -153,8 +153,7 @@ def run_seed(seed, streams, args) -> dict:
     return {"scores": scores, "mlp_tuning": tuning, "timing": timing, "meta_cpu_s": meta_cpu}
 
 
-def report(results: dict) -> list[str]:
-    n = len(results["seeds"])
+def report(results: dict, n: int) -> list[str]:
     lines = [f"# Estimators vs scikit-learn's MLPs ({n} seeds)", "",
              "Test R^2 (diabetes, friedman1) or accuracy, and fit time (s), mean ± std.", ""]
     for name, methods in results["scores"].items():
@@ -197,9 +196,9 @@ def main(argv=None) -> dict:
                                        "cpu_s_per_seed": stats([r["meta_cpu_s"] for r in runs]),
                                        "tasks": "16 Friedman #1 / 16 make_classification tasks"},
     }
-    results["seeds"] = list(range(args.seeds))
-    written = bench.write(args, results, report(results))
-    print("\n".join(report(results)))
+    lines = report(results, args.seeds)
+    written = bench.write(args, results, lines)
+    print("\n".join(lines))
     return written
 
 

@@ -76,7 +76,7 @@ class _EvalCallback(BaseCallback):
         return True
 
 
-def train(method: str, seed: int, streams, args) -> dict:
+def train(method: str, streams, args) -> dict:
     """Train one agent and return its evaluation curve."""
     env = ResampleGoalWrapper(gym.make(ENV_ID, goal_observation="dict"), region="all",
                               seed=streams.seed_of("meta_train"))
@@ -94,7 +94,7 @@ def train(method: str, seed: int, streams, args) -> dict:
 
 def run_seed(seed, streams, args) -> dict:
     """Both agents on the same training-goal stream, SAC seed and evaluation goals."""
-    return {method: train(method, seed, streams, args) for method in METHODS}
+    return {method: train(method, streams, args) for method in METHODS}
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -61,10 +61,15 @@ def heldout_goals(n: int) -> np.ndarray:
     return AntGoalEnv.sample_tasks(10, np.random.default_rng(2))[:n]
 
 
+def loss_file(args) -> Path:
+    """Where the meta-trained loss of this budget is saved."""
+    return Path(args.out) / f"ant_{budget_of(args)['meta_iter']}.ml3"
+
+
 def meta_trained_loss(args) -> LearnedLoss:
     """One loss for all seeds, meta-trained once (resumable) and then loaded."""
     cfg = budget_of(args)
-    path = Path(args.out) / f"ant_{cfg['meta_iter']}.ml3"
+    path = loss_file(args)
     if path.exists():
         return LearnedLoss.load(path)
     loss = meta_train_policy_loss(
@@ -75,7 +80,7 @@ def meta_trained_loss(args) -> LearnedLoss:
         # a free loss network, one SGD step per rollout: Ant has no batched twin, so the ES
         # default of ReacherGoal does not apply
         loss_structure="free", loss_hidden_layer_sizes=(64, 64), n_epochs=1,
-        meta_lr=3e-3, checkpoint=Path(args.out) / "meta.ckpt", random_state=0,
+        meta_lr=3e-3, checkpoint=path.with_suffix(".ckpt"), random_state=0,
         verbose=0 if args.quick else 1)
     loss.save(path)
     return loss
@@ -101,7 +106,7 @@ def final_distance(model, goal, horizon: int, seed: int, n_episodes: int = 2) ->
 def run_seed(seed, streams, args) -> dict:
     """ML3 and PPO on every held-out goal; the mean final distance over goals."""
     cfg = budget_of(args)
-    loss = LearnedLoss.load(Path(args.out) / f"ant_{cfg['meta_iter']}.ml3")
+    loss = LearnedLoss.load(loss_file(args))
     sb3_seed = streams.seed_of("init")
     final = {"ML3": [], "PPO": []}
     for goal in heldout_goals(cfg["goals"]):

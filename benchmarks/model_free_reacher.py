@@ -54,8 +54,10 @@ from sklearn_ml3.meta import tune_lr
 
 ENV_ID = "ml3/ReacherGoal-v0"
 PPO_TUNED = {"n_steps": 512, "batch_size": 32, "n_epochs": 5, "gamma": 0.9}
-#: PPO's starting lr grid for the baseline rule (SB3's default 3e-4 in the middle).
-PPO_LR_GRID = (1e-4, 3e-4, 1e-3)
+#: SB3's default PPO lr (the protocol's setting).
+SB3_LR = 3e-4
+#: PPO's starting lr grid for the baseline rule (SB3's default in the middle).
+PPO_LR_GRID = (1e-4, SB3_LR, 1e-3)
 #: Meta-training configurations. "default" is what ``meta_train_policy_loss`` does with
 #: no arguments (quadratic learned advantage, ES over whole runs on the batched twin);
 #: "classic" is the previous default (free loss network, one-step backprop through one
@@ -189,29 +191,28 @@ def run_seed(seed, streams, args) -> dict:
     loss = LearnedLoss.load(loss_file(args))
     control = untrained_control(loss)
     ml3_lr = float(loss.meta_info_["inner_lr"])
-    run_seed_ = streams.seed_of("init")  # SB3's seed for every run of this benchmark seed
+    sb3_seed = streams.seed_of("init")  # SB3's seed for every run of this benchmark seed
     test_goals = heldout_goals(args.goals)
     val_goals = ReacherGoalEnv.sample_tasks(args.validation_goals, streams.rng("validation"))
-    ppo_runs: dict[float, list[dict]] = {}
 
     def ppo(lr, goals):
-        return [train_run("PPO", g, run_seed_, args.budget, args, None, None,
+        return [train_run("PPO", g, sb3_seed, args.budget, args, None, None,
                           {"learning_rate": lr}) for g in goals]
+
+    def ml3(learned_loss, goals, net_arch=None):
+        return [train_run("ML3", g, sb3_seed, args.budget, args, learned_loss, net_arch)
+                for g in goals]
 
     record = tune_lr(lambda lr: float(np.mean([r["distance"] for r in ppo(lr, val_goals)])),
                      PPO_LR_GRID, name="PPO (SB3), the protocol's settings",
                      selected_on=f"{args.validation_goals} validation goals from their own seed "
                      "stream, mean distance over the evaluation curve")
-    for lr in {ml3_lr, record["best_lr"], 3e-4}:
-        ppo_runs[lr] = ppo(lr, test_goals)
-    runs = {"ML3": [train_run("ML3", g, run_seed_, args.budget, args, loss, None)
-                    for g in test_goals],
-            "ML3-untrained": [train_run("ML3", g, run_seed_, args.budget, args, control, None)
-                              for g in test_goals],
+    # one set of runs per distinct lr (the tuned lr often equals one of the others)
+    ppo_runs = {lr: ppo(lr, test_goals) for lr in {ml3_lr, record["best_lr"], SB3_LR}}
+    runs = {"ML3": ml3(loss, test_goals), "ML3-untrained": ml3(control, test_goals),
             "PPO, same lr": ppo_runs[ml3_lr], "PPO, tuned lr": ppo_runs[record["best_lr"]],
-            "PPO, SB3 lr 3e-4": ppo_runs[3e-4]}
-    architectures = {name: [train_run("ML3", g, run_seed_, args.budget, args, loss, arch)
-                            for g in test_goals[:args.arch_goals]]
+            "PPO, SB3 lr 3e-4": ppo_runs[SB3_LR]}
+    architectures = {name: ml3(loss, test_goals[:args.arch_goals], arch)
                      for name, arch in ARCHITECTURES.items()}
     return {"runs": runs, "architectures": architectures, "baselines": [record],
             "ml3_lr": ml3_lr}
@@ -394,11 +395,13 @@ def report_lines(results: dict, args) -> list[str]:
         "| method | final distance | final return | samples to 80% | per seed |",
         "|---|---|---|---|---|",
     ]
+    def samples(value):
+        return "never" if value is None else f"{value:,}"  # 0 is a value: at the start
+
     for method, item in s["methods"].items():
-        per_seed = ", ".join("never" if v is None else f"{v:,}"
-                             for v in item["samples_to_80pct_per_seed"])
+        per_seed = ", ".join(samples(v) for v in item["samples_to_80pct_per_seed"])
         lines.append(f"| {method} | {fmt(item['final_distance'])} | {fmt(item['final_return'])} "
-                     f"| {item['samples_to_80pct'] or 'not reached'} | {per_seed} |")
+                     f"| {samples(item['samples_to_80pct'])} | {per_seed} |")
     lines += ["", f"Initial distance {s['initial_distance']:.4f}; 80% target distance "
               f"{s['target_distance_80pct']:.4f}.", "", "Rollout throughput (env steps/s): "
               + ", ".join(f"{k}: {v:,.0f}" for k, v in
