@@ -15,7 +15,14 @@ bottom; a task is a goal position on the right hill.
   learned losses' optimizer (SGD) at their step size and at its own best step
   size, and with Adam at its best step size; best step sizes by the baseline
   rule (validation goals from their own seed stream, grid extended until the
-  best is interior).
+  best is interior);
+- step-size control, per learned loss: the step-size diagnostic
+  (:func:`sklearn_ml3.meta.step_size_diagnostic`) compares its gradient with
+  the task loss's on the held-out goals, and the task loss is run with SGD at
+  the inner lr x the norm ratio.
+
+All goals of a method train at once (:func:`rl.meta.shaping.train_twin_policies`:
+one plan per goal in one batched rollout, each on its own gradient).
 
 Meta-training follows the scheme that worked for the model-based PointmassGoal
 experiment: an episode is as long as the meta-test run (``inner_steps`` =
@@ -43,19 +50,21 @@ import torch
 
 from rl.baselines import ilqr
 from rl.envs.mountain_car import MountainCarGoalEnv, mountain_car_step
-from rl.meta.shaping import MountainCarShapingProblem, evaluate_in_env
+from rl.meta.shaping import MountainCarShapingProblem, evaluate_in_env, train_twin_policies
 from sklearn_ml3 import LearnedLoss, meta_train
-from sklearn_ml3.experiments.harness import Benchmark, CurvePanel, baseline_lines, fmt, stats
-from sklearn_ml3.meta import TaskObjective, meta_test, tune_lr
+from sklearn_ml3.experiments.harness import (
+    Benchmark,
+    CurvePanel,
+    baseline_lines,
+    fmt,
+    stats,
+    step_size_lines,
+)
+from sklearn_ml3.meta import TaskObjective, step_size_diagnostic, tune_lr
 
 ILQR_ITERS = (0, 1, 2, 5, 10, 25)
 SGD_LR_GRID = (10.0, 30.0, 100.0)
 ADAM_LR_GRID = (0.01, 0.03, 0.1, 0.3)
-
-
-def new_loss(problem, seed: int) -> LearnedLoss:
-    return LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
-                       hidden_layer_sizes=(32, 32), random_state=seed)
 
 
 def ilqr_curve(problem, goal: float) -> tuple[list[float], np.ndarray, np.ndarray]:
@@ -116,13 +125,16 @@ bench.add_argument("--n-test", type=int, default=4)
 LEARNED = ("ml3_shaped", "ml3_unshaped")
 
 
-def train_goals(problem, loss, tasks, init_seeds, n_updates, lr=None, solver=None):
-    """Distance curves (n_goals, n_updates + 1), gym-env results and trained parameters."""
-    result = meta_test(problem, loss, tasks, n_updates=n_updates, metric=problem.final_distance,
-                       init_seeds=[init_seeds], lr=lr, optimizer=solver, keep_params=True)
+def train_goals(problem, loss, tasks, init_seed, n_updates, lr=None, solver=None):
+    """Distance curves (n_goals, n_updates + 1), gym-env results and trained parameters.
+
+    All goals train together in one batched rollout, one policy each.
+    """
+    policies, curves = train_twin_policies(problem, loss, tasks, n_updates=n_updates, lr=lr,
+                                           solver=solver, seed=init_seed)
     env = [evaluate_in_env(problem, params, float(task.goal[0]))
-           for params, task in zip(result.params[0], tasks, strict=True)]
-    return result.curves[0], env, result.params[0]
+           for params, task in zip(policies, tasks, strict=True)]
+    return curves, env, policies
 
 
 def run_seed(seed, streams, args) -> dict:
@@ -143,8 +155,9 @@ def run_seed(seed, streams, args) -> dict:
     problem = problems["ml3_unshaped"]
     test = [problem.make_task(g) for g in test_goals]  # no extra information
     validation = [problem.make_task(g) for g in val_goals]
-    init = streams.ints("init", 2 * args.n_test)
-    curves, env, timing, trajectories = {}, {}, {}, {}
+    test_init, val_init = streams.ints("init", 2)
+    distance = TaskObjective(problem.summed_final_distance, "final_distance")
+    curves, env, timing, trajectories, step_size = {}, {}, {}, {}, {}
     for name, prob in problems.items():
         loss = LearnedLoss(kind="features", n_inputs=prob.n_loss_inputs,
                            hidden_layer_sizes=(32, 32), random_state=streams.seed_of("init"))
@@ -153,23 +166,27 @@ def run_seed(seed, streams, args) -> dict:
                    inner_lr=args.inner_lr, meta_lr=args.meta_lr, grad_clip=10.0,
                    random_state=streams.seed_of("meta_train"), verbose=0)
         timing[name] = loss.meta_info_["meta_train_time_s"]
-        curves[name], env[name], params = train_goals(prob, loss, test, init[:args.n_test],
-                                                      n_updates)
+        curves[name], env[name], params = train_goals(prob, loss, test, test_init, n_updates)
         with torch.no_grad():
             trajectories[name] = problem.rollout(params[0], test[0].goal)[0][:, 0].numpy()
-    distance = TaskObjective(problem.final_distance, "final_distance")
+        step_size[name] = step_size_diagnostic(problem, loss, distance, [problem.batch(test)],
+                                               n_updates=n_updates, init_seeds=[[test_init]])
+        control = f"task_loss_step_size_control_{name}"
+        curves[control], env[control], _ = train_goals(
+            problem, distance, test, test_init, n_updates,
+            args.inner_lr * step_size[name]["control_lr_factor"], args.solver)
     curves["task_loss_same_lr"], env["task_loss_same_lr"], _ = train_goals(
-        problem, distance, test, init[:args.n_test], n_updates, args.inner_lr, args.solver)
+        problem, distance, test, test_init, n_updates, args.inner_lr, args.solver)
     records = []
     for method, solver, grid in (("task_loss_best_lr", args.solver, SGD_LR_GRID),
                                  ("task_loss_adam_best_lr", "adam", ADAM_LR_GRID)):
         record = tune_lr(lambda lr, solver=solver: train_goals(
-            problem, distance, validation, init[args.n_test:], n_updates, lr, solver)[0][:, -1]
+            problem, distance, validation, val_init, n_updates, lr, solver)[0][:, -1]
             .mean(), grid, name=f"task loss through the twin ({solver})",
             selected_on=f"{args.n_test} validation goals from their own seed stream, "
             "final distance after the last update")
         curves[method], env[method], _ = train_goals(
-            problem, distance, test, init[:args.n_test], n_updates, record["best_lr"], solver)
+            problem, distance, test, test_init, n_updates, record["best_lr"], solver)
         records.append(record)
     ilqr_runs = [ilqr_curve(problem, float(g)) for g in test_goals]
     trajectories["ilqr"] = ilqr_runs[0][1][:, 0]
@@ -182,7 +199,7 @@ def run_seed(seed, streams, args) -> dict:
                                           for g, (_, _, U) in zip(test_goals, ilqr_runs,
                                                                   strict=True)]))
                         for k in ("final_distance", "success")}},
-            "baselines": records, "meta_train_time_s": timing,
+            "baselines": records, "step_size": step_size, "meta_train_time_s": timing,
             "trajectories": trajectories, "first_test_goal": float(test_goals[0])}
 
 
@@ -210,7 +227,17 @@ def main(argv=None) -> dict:
     report += [f"| iLQR ({ILQR_ITERS[-1]} it.) | {fmt(ilqr_final)} | | "
                f"{fmt(stats([r['ilqr']['final_distance'] for r in runs]))} | "
                f"{fmt(stats([r['ilqr']['success'] for r in runs]), 2)} |", "",
-               "Tuned baseline (the baseline rule):", *baseline_lines(baselines)]
+               "Tuned baseline (the baseline rule):", *baseline_lines(baselines), "",
+               "Step-size diagnostic (learned loss vs the task loss, on the held-out goals):"]
+    step_size = {name: {"cosine": stats([r["step_size"][name]["cosine"]["mean"] for r in runs]),
+                        "norm_ratio": stats([r["step_size"][name]["norm_ratio"]["mean"]
+                                             for r in runs]),
+                        "n_points": sum(r["step_size"][name]["n_points"] for r in runs)}
+                 for name in LEARNED}
+    for name in LEARNED:
+        report += step_size_lines(name, step_size[name],
+                                  final[f"task_loss_step_size_control_{name}"], final[name],
+                                  "final distance (twin)")
     steps = np.arange(n_updates + 1)
     horizon = len(runs[0]["trajectories"]["ilqr"])
     figures = {"mountain_car.png": [
@@ -219,7 +246,8 @@ def main(argv=None) -> dict:
                    {k: [v] for k, v in runs[0]["trajectories"].items()}),
         CurvePanel("final distance vs policy updates", "policy updates",
                    "final distance to goal", steps,
-                   {m: [r["curves"][m] for r in runs] for m in methods}),
+                   {m: [r["curves"][m] for r in runs] for m in methods
+                    if "step_size_control" not in m}),
     ]}
     results = {
         "setting": {"dynamics": "rl.envs.mountain_car_step (known, differentiable twin)",
@@ -227,7 +255,7 @@ def main(argv=None) -> dict:
         "final_distance_twin": final, "final_distance_env": env, "success_rate_env": success,
         "ilqr": {"final_distance_twin": ilqr_final,
                  "curve": np.mean([r["ilqr"]["curve"] for r in runs], 0).tolist()},
-        "baselines": baselines,
+        "baselines": baselines, "step_size": step_size,
         "curves": {m: [r["curves"][m] for r in runs] for m in methods},
         "meta_train_time_s": [r["meta_train_time_s"] for r in runs],
         "headline": [{
@@ -235,6 +263,8 @@ def main(argv=None) -> dict:
                           "(shaped loss)",
             "metric": "final distance", "lower_is_better": True, "learned": final["ml3_shaped"],
             "same_lr": final["task_loss_same_lr"], "best_lr": final["task_loss_best_lr"],
+            "step_size_control": final["task_loss_step_size_control_ml3_shaped"],
+            "cosine": step_size["ml3_shaped"]["cosine"],
             "note": f"unshaped learned loss {final['ml3_unshaped']['mean']:.3g}; "
                     f"iLQR {ilqr_final['mean']:.3g}"}],
     }

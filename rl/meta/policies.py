@@ -111,12 +111,22 @@ def mlp_forward(params: Params, x: torch.Tensor, activation: Activation = "tanh"
         After the last linear layer (None: linear output).
     prefix : str, default="net"
         Name of the MLP in ``params`` (``""`` for a bare :func:`build_mlp`).
+
+    Notes
+    -----
+    Stacked parameters (:func:`stack_params`: weights ``(n, out, in)``) without
+    :func:`torch.func.vmap` evaluate ``n`` MLPs at once on ``x`` of shape
+    ``(..., n, n_inputs)``, row ``i`` of the second-to-last axis through MLP ``i``.
     """
     act, out_act = _function(activation), _function(out_activation)
     head = f"{prefix}." if prefix else ""
     n = n_linear_layers(params, prefix)
     for i in range(n):
-        x = F.linear(x, params[f"{head}{2 * i}.weight"], params[f"{head}{2 * i}.bias"])
+        weight, bias = params[f"{head}{2 * i}.weight"], params[f"{head}{2 * i}.bias"]
+        if weight.dim() == 3:
+            x = torch.einsum("...ni,noi->...no", x, weight) + bias
+        else:
+            x = F.linear(x, weight, bias)
         if i < n - 1:
             x = act(x)
         elif out_act is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rl.meta.policies import build_mlp, init_params, mlp_forward
+from rl.meta.policies import build_mlp, init_params, mlp_forward, stack_params
 from sklearn_ml3._utils import build_seeded
 
 Params = dict[str, torch.Tensor]
@@ -114,7 +114,10 @@ class _TwinGoalProblem:
             t: int | slice | None = None) -> torch.Tensor:
         """Actions at ``states`` (time step(s) ``t``, used by open-loop policies)."""
         if "u" in params:  # open loop: one unconstrained action per time step
-            return torch.tanh(params["u"][t if t is not None else slice(None)])
+            u = params["u"]
+            if u.dim() == 3:  # stacked plans (n_goals, T, n_actions): time first, as the states
+                u = u.transpose(0, 1)
+            return torch.tanh(u[t if t is not None else slice(None)])
         return self.policy.act(params, self.features(states, goal))
 
     def rollout(self, params: Params, goal: torch.Tensor,
@@ -122,9 +125,13 @@ class _TwinGoalProblem:
         """States ``(T + 1, n_state)`` and actions ``(T, n_actions)`` of the policy.
 
         Differentiable w.r.t. ``params`` through the dynamics unless called
-        under :func:`torch.no_grad`.
+        under :func:`torch.no_grad`. For a :meth:`batch` goal ``(n_goals,
+        goal_dim)`` the shapes are ``(T + 1, n_goals, n_state)`` and ``(T,
+        n_goals, n_actions)``.
         """
         state = self.start_state() if start is None else start
+        if goal.dim() == 2:
+            state = state.expand(len(goal), -1)
         states, actions = [state], []
         for t in range(self.horizon):
             action = self.act(params, state, goal, t)
@@ -143,6 +150,10 @@ class _TwinGoalProblem:
         return [self._train_tasks[int(i)] for i in idx]
 
     def init_params(self, task: Any, seed: int) -> Params:
+        """A fresh policy; for a :meth:`batch` task one per goal, seeds :func:`batch_init_seeds`."""
+        if _is_batch(task):
+            return stack_params(self.init_params(None, s)
+                                for s in batch_init_seeds(seed, len(task.goal)))
         if self.policy_hidden_sizes is None:  # open loop: small random actions
             gen = torch.Generator().manual_seed(int(seed))
             return {"u": 0.1 * torch.randn(self.horizon, self.n_actions, generator=gen)}
@@ -160,6 +171,51 @@ class _TwinGoalProblem:
         states = states[:-1]
         return self.features(states, task.goal), self.act(params, states, task.goal)
 
+    # ------------------------------------------------------- batched meta-test
+    def batch(self, tasks: Sequence[GoalTask]) -> GoalTask:
+        """Meta-test tasks as one task whose goal is ``(n_goals, goal_dim)``: one policy per goal.
+
+        The twin's cost is per torch operation, not per goal, so one rollout
+        that steps every goal at once trains ``n_goals`` policies for about the
+        price of one. :meth:`init_params` stacks a fresh policy per goal,
+        :meth:`final_distance` gives one distance per goal, and
+        :meth:`apply_loss` and :meth:`summed_final_distance` sum the per-goal
+        values, so every policy follows its own gradient: with SGD or Adam
+        (both per coordinate) a batch trains each policy as it would be trained
+        alone.
+        """
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError("batch needs at least one task")
+        if any(t.goal.dim() != 1 for t in tasks):
+            raise ValueError("batch takes single-goal tasks (make_task), not batches")
+        if any(len(t.extra) for t in tasks):
+            raise ValueError("only meta-test tasks (make_task without extra information) can be "
+                             "batched; meta-training reads each task's extra on its own")
+        return GoalTask(torch.stack([t.goal for t in tasks]), {})
+
+    def apply_loss(self, loss, params: Params, task: GoalTask) -> torch.Tensor:
+        """``loss`` on :meth:`loss_inputs`; for a :meth:`batch` task the sum of per-goal losses."""
+        inputs = self.loss_inputs(params, task)
+        if not _is_batch(task):
+            return loss(*inputs)
+        # rows are time steps, axis 1 the goals: each policy's loss on its own rollout
+        return torch.stack([loss(*(x[:, i] for x in inputs))
+                            for i in range(len(task.goal))]).sum()
+
+    def summed_final_distance(self, params: Params, task: GoalTask) -> torch.Tensor:
+        """:meth:`final_distance` summed over a :meth:`batch`'s goals (the task-loss baseline)."""
+        return self.final_distance(params, task).sum()
+
+
+def batch_init_seeds(seed: int, n: int) -> list[int]:
+    """The initialisation seed of each of the ``n`` policies of a batch started from ``seed``."""
+    return [int(s) for s in np.random.default_rng(int(seed)).integers(0, 2**31 - 1, size=n)]
+
+
+def _is_batch(task: Any) -> bool:
+    return task is not None and task.goal.dim() == 2
+
 
 def _check_weights(shaped: bool, beta: float, gamma: float) -> tuple[float, float]:
     beta, gamma = float(beta), float(gamma)
@@ -170,4 +226,4 @@ def _check_weights(shaped: bool, beta: float, gamma: float) -> tuple[float, floa
     return beta, gamma
 
 
-__all__ = ["GoalTask", "TwinPolicy"]
+__all__ = ["GoalTask", "TwinPolicy", "batch_init_seeds"]

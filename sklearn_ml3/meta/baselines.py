@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .evaluate import blind, meta_trained_settings
+from .evaluate import TaskObjective, _training_value, blind, meta_trained_settings
 from .optim import torch_optimizer
 
 
@@ -187,10 +187,15 @@ def step_size_diagnostic(problem, learned, handwritten, tasks: Sequence[Any], *,
         As for :func:`~sklearn_ml3.meta.evaluate.meta_test` (``init_params``,
         ``loss_inputs``, optional ``seed_batches``).
     learned : LearnedLoss
-    handwritten : callable
-        The hand-written loss on the same inputs, e.g. MSE on ``(y_pred, y)``.
+    handwritten : callable or TaskObjective
+        The hand-written loss on the same inputs, e.g. MSE on ``(y_pred, y)``,
+        or the task loss itself as a
+        :class:`~sklearn_ml3.meta.evaluate.TaskObjective` (the shaping
+        experiments' baseline).
     tasks : sequence
-        Meta-test tasks (blinded here).
+        Meta-test tasks (blinded here). A batched task (``problem.batch``)
+        is one point per update: its cosine is over the stacked gradient of
+        all its policies.
     n_updates : int
     init_seeds : array-like of int, shape (n_runs, n_tasks)
     lr, optimizer : optional
@@ -225,10 +230,10 @@ def step_size_diagnostic(problem, learned, handwritten, tasks: Sequence[Any], *,
             names = list(params)
             opt = torch_optimizer(optimizer, [params[k] for k in names], lr)
             for _ in range(int(n_updates)):
-                inputs = problem.loss_inputs(params, hidden)
-                g_hand = _flat_grad(handwritten(*inputs), [params[k] for k in names])
-                value = learned(*inputs)
-                g_learned = _flat_grad(value, [params[k] for k in names])
+                value_learned, value_hand = _both_values(problem, learned, handwritten,
+                                                         params, hidden)
+                g_hand = _flat_grad(value_hand, [params[k] for k in names])
+                g_learned = _flat_grad(value_learned, [params[k] for k in names])
                 n_hand, n_learned = float(g_hand.norm()), float(g_learned.norm())
                 if n_hand > 0 and n_learned > 0 and math.isfinite(n_hand * n_learned):
                     cosine = float(g_hand @ g_learned) / (n_hand * n_learned)
@@ -249,6 +254,16 @@ def step_size_diagnostic(problem, learned, handwritten, tasks: Sequence[Any], *,
         "optimizer": optimizer,
         "lr": lr,
     }
+
+
+def _both_values(problem, learned, handwritten, params, task):
+    """Both losses at ``params``; on the same mini-batch where the problem draws one."""
+    if isinstance(handwritten, TaskObjective) or hasattr(problem, "apply_loss"):
+        # a task objective reads the task, and apply_loss problems have deterministic inputs
+        return (_training_value(problem, learned, params, task),
+                _training_value(problem, handwritten, params, task))
+    inputs = problem.loss_inputs(params, task)
+    return learned(*inputs), handwritten(*inputs)
 
 
 def _unflatten(flat: torch.Tensor, params: dict, names: list[str]) -> list[torch.Tensor]:

@@ -82,6 +82,17 @@ def test_vmap_over_stacked_params_equals_a_loop():
                                rtol=0, atol=1e-6)
 
 
+def test_stacked_weights_run_every_policy_on_its_own_rows():
+    """Weights of dim 3 are one policy per entry of axis -2 of the input."""
+    stacked = stack_params(init_params(Wrapped, s) for s in range(3))
+    x = torch.randn(7, 3, 3, generator=torch.Generator().manual_seed(2))  # (time, policy, in)
+    out = mlp_forward(stacked, x, "tanh", "tanh")
+    assert out.shape == (7, 3, 2)
+    for i in range(3):
+        torch.testing.assert_close(out[:, i], mlp_forward(unstack_params(stacked, i), x[:, i],
+                                                          "tanh", "tanh"), rtol=0, atol=1e-6)
+
+
 def test_the_meta_policies_use_the_layer():
     from rl.meta.model_based import GoalPolicy, env_spec
     from rl.meta.model_free import GaussianMLPPolicy, policy_mean

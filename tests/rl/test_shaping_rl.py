@@ -11,10 +11,13 @@ from rl.meta.shaping import (
     ReacherExpertProblem,
     behaviour_cloning,
     evaluate_in_env,
+    train_twin_policies,
     train_twin_policy_on_task_loss,
     train_twin_policy_with_loss,
 )
+from rl.meta.shaping_base import batch_init_seeds
 from sklearn_ml3 import LearnedLoss, meta_train
+from sklearn_ml3.meta import TaskObjective, meta_test, step_size_diagnostic
 from tests._helpers import ForbiddenExtra
 
 
@@ -180,3 +183,59 @@ def test_meta_test_goals_go_through_the_env_validator(reacher):
         reacher.make_task([0.1, 0.1, 0.1])
     with pytest.raises(ValueError, match="finite"):
         reacher.make_task([np.nan, 0.1])
+
+
+@pytest.mark.parametrize("make", ["mountain_car", "reacher"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_batch_of_goals_trains_each_policy_as_it_would_be_trained_alone(make, optimizer,
+                                                                           reacher):
+    if make == "mountain_car":
+        problem = MountainCarShapingProblem([0.45], horizon=12, policy_hidden_sizes=None)
+        goals, lr = [0.3, 0.45, 0.5], (30.0 if optimizer == "sgd" else 0.01)
+    else:
+        problem = reacher
+        goals, lr = [[0.1, 0.08], [0.12, -0.02], [0.05, 0.13]], (0.3 if optimizer == "sgd"
+                                                                 else 0.01)
+    tasks = [problem.make_task(g) for g in goals]
+    loss = features_loss(problem)
+    separate = {}
+    for batched, alone in ((loss, loss), (TaskObjective(problem.summed_final_distance),
+                                          TaskObjective(problem.final_distance))):
+        together = meta_test(problem, batched, [problem.batch(tasks)], n_updates=3,
+                             metric=problem.final_distance, init_seeds=[[7]], lr=lr,
+                             optimizer=optimizer)
+        one_by_one = meta_test(problem, alone, tasks, n_updates=3,
+                               metric=problem.final_distance,
+                               init_seeds=[batch_init_seeds(7, len(tasks))], lr=lr,
+                               optimizer=optimizer)
+        assert together.curves.shape == (1, 1, 4, 3)
+        np.testing.assert_allclose(together.curves[0, 0].T, one_by_one.curves[0],
+                                   rtol=0, atol=1e-4)
+        assert np.ptp(together.curves[0, 0, -1]) > 0  # the goals really differ
+        separate[batched] = one_by_one.curves[0]
+    policies, distances = train_twin_policies(problem, loss, tasks, n_updates=3, lr=lr,
+                                              solver=optimizer, seed=7)
+    np.testing.assert_allclose(distances, separate[loss], rtol=0, atol=1e-4)
+    with torch.no_grad():
+        last = [float(problem.final_distance(p, t)) for p, t in zip(policies, tasks, strict=True)]
+    np.testing.assert_allclose(last, distances[:, -1], rtol=0, atol=1e-5)
+
+
+def test_batch_rejects_tasks_it_cannot_stack(reacher):
+    with pytest.raises(ValueError, match="at least one"):
+        reacher.batch([])
+    with pytest.raises(ValueError, match="extra"):
+        reacher.batch(reacher.sample_tasks(1, np.random.default_rng(0)))
+
+
+def test_step_size_diagnostic_takes_the_task_loss_as_the_handwritten_loss():
+    """Twice the task loss against the task loss: cosine 1, ratio 2, also for a batch."""
+    problem = MountainCarShapingProblem([0.45], horizon=10, policy_hidden_sizes=None)
+    tasks = [problem.make_task(g) for g in (0.3, 0.5)]
+    task_loss = TaskObjective(problem.summed_final_distance)
+    doubled = TaskObjective(lambda params, task: 2 * problem.summed_final_distance(params, task))
+    for given, seeds in ((tasks, [[0, 1]]), ([problem.batch(tasks)], [[3]])):
+        report = step_size_diagnostic(problem, doubled, task_loss, given, n_updates=2,
+                                      init_seeds=seeds, lr=1.0, optimizer="sgd")
+        assert report["cosine"]["mean"] == pytest.approx(1.0, abs=1e-5)
+        assert report["control_lr_factor"] == pytest.approx(2.0, rel=1e-4)
