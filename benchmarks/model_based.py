@@ -6,7 +6,11 @@ the right, 5 in the left half-plane) with the learned loss alone, rolled out
 in the real environment; compare with SGD on the task loss (final distance)
 through the learned model at the same learning rate and at its best learning
 rate by the baseline rule (10 validation goals, 5 per half-plane, from their
-own seed stream; the grid is extended until the best lr is interior).
+own seed stream; the grid is extended until the best lr is interior), and
+with the step-size control: the step-size diagnostic
+(:func:`rl.meta.model_based.step_size_against_model`) compares the learned
+loss's gradient with the model task loss's along the learned loss's own
+meta-test training, and the task loss is run at lr x the norm ratio.
 Metric: real-environment final distance to the goal vs number of policy updates.
 
 Each seed is cached in ``results/model_based_<env>/runs/seed_<k>.json`` as
@@ -33,10 +37,18 @@ from rl.meta.model_based import (
     learned_rates,
     meta_train_model_based_loss,
     policy_trajectory,
+    step_size_against_model,
     train_policy_with_loss,
     train_policy_with_model,
 )
-from sklearn_ml3.experiments.harness import Benchmark, CurvePanel, baseline_lines, fmt, stats
+from sklearn_ml3.experiments.harness import (
+    Benchmark,
+    CurvePanel,
+    baseline_lines,
+    fmt,
+    stats,
+    step_size_lines,
+)
 from sklearn_ml3.meta import tune_lr
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -131,6 +143,8 @@ def run_seed(seed, streams, args) -> dict:
                      cfg["lr_grid"], name="task loss through the learned model (SGD)",
                      selected_on="10 validation goals (5 per half-plane) from their own seed "
                      "stream, real-environment final distance after the last update")
+    step_size = step_size_against_model(loss, dynamics, env_id, test_goals, n_updates,
+                                        random_state=test_init)
     hidden = PolicyLossInfo.of(loss, required=True).hidden_sizes
     params_train, _ = train_policy_with_loss(loss, env_id, train_goals[:5], n_updates,
                                              eval_every=n_updates, random_state=test_init)
@@ -146,8 +160,11 @@ def run_seed(seed, streams, args) -> dict:
         "env_id": env_id, "meta_options": meta, "steps": steps, "lr": lr,
         "train_goals": train_goals, "test_goals": test_goals,
         "curves": {"ml3": ml3, "model_same_lr": model_curves(test_goals, lr, test_init),
-                   "model_best_lr": model_curves(test_goals, record["best_lr"], test_init)},
+                   "model_best_lr": model_curves(test_goals, record["best_lr"], test_init),
+                   "model_step_size_control": model_curves(
+                       test_goals, lr * step_size["control_lr_factor"], test_init)},
         "learned_rates": {str(k): v for k, v in rates.items()}, "baselines": [record],
+        "step_size": step_size,
         "meta_history": loss.meta_history_,
         "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
         "dynamics": dynamics.describe(),
@@ -158,7 +175,9 @@ def run_seed(seed, streams, args) -> dict:
 
 METHODS = {"ml3": "ML3 learned loss (real env, no model)",
            "model_same_lr": "task loss through learned model, same lr",
-           "model_best_lr": "task loss through learned model, best lr (baseline rule)"}
+           "model_best_lr": "task loss through learned model, best lr (baseline rule)",
+           "model_step_size_control": "task loss through learned model, lr x norm ratio "
+                                      "(step-size control)"}
 REGIONS = {"all": slice(None), "right": slice(0, 5), "left": slice(5, 10)}
 
 
@@ -218,19 +237,28 @@ def main(argv=None) -> dict:
                + ", ".join(f"after {k} updates: {m:.3g} ± {sd:.2g}" for k, m, sd in
                            zip(keys, rates.mean(0), rates.std(0), strict=True)) + ".",
                "", "Tuned baseline (the baseline rule):", *baseline_lines(baselines)]
+    step_size = {"cosine": stats([r["step_size"]["cosine"]["mean"] for r in runs]),
+                 "norm_ratio": stats([r["step_size"]["norm_ratio"]["mean"] for r in runs]),
+                 "n_points": sum(r["step_size"]["n_points"] for r in runs)}
+    last = len(steps) - 1
+
+    def at(m, i):
+        return stats([np.asarray(r["curves"][m]).mean(0)[i] for r in runs])
+
+    report += ["", "Step-size diagnostic (the learned loss's gradient vs the task loss's "
+               "through the learned model, along the learned loss's meta-test training):",
+               *step_size_lines("ml3", step_size, at("model_step_size_control", last),
+                                at("ml3", last), "final distance")]
     figures = {"distance_vs_updates.png": [
         CurvePanel(f"{runs[0]['env_id']}: test goals ({region})", "policy updates",
                    "final distance to goal (real env)", steps,
                    {label: [np.asarray(r["curves"][m])[sl].mean(0) for r in runs]
-                    for m, label in METHODS.items()}) for region, sl in REGIONS.items()]}
-    early, last = cols[0], len(steps) - 1
-
-    def at(m, i):
-        per_seed = [np.asarray(r["curves"][m]).mean(0)[i] for r in runs]
-        return stats(per_seed)
-
+                    for m, label in METHODS.items() if m != "model_step_size_control"})
+        for region, sl in REGIONS.items()]}
+    early = cols[0]
     results = {"env_id": runs[0]["env_id"], "steps": steps, "summary": summary,
-               "baselines": baselines, "meta_options": runs[0]["meta_options"],
+               "baselines": baselines, "step_size": step_size,
+               "meta_options": runs[0]["meta_options"],
                "meta_train_time_s": meta_cpu, "runs": runs,
                "headline": [{
                    "experiment": f"{runs[0]['env_id']} model-based, distance after "
@@ -238,6 +266,8 @@ def main(argv=None) -> dict:
                    "metric": "final distance", "lower_is_better": True,
                    "learned": at("ml3", early), "same_lr": at("model_same_lr", early),
                    "best_lr": at("model_best_lr", early),
+                   "step_size_control": at("model_step_size_control", early),
+                   "cosine": step_size["cosine"],
                    "final": {m: at(m, last) for m in METHODS}}]}
     written = bench.write(args, results, report + ["", "![trajectories](trajectories.png)"],
                           figures)

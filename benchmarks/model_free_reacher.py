@@ -186,6 +186,22 @@ def train_run(method, goal, seed, budget, args, loss, net_arch, ppo_overrides=No
             "cpu_s": time.process_time() - start}
 
 
+def validation_goals(streams, n: int) -> np.ndarray:
+    """The goals of PPO's lr selection: the seed's own validation stream."""
+    return ReacherGoalEnv.sample_tasks(n, streams.rng("validation"))
+
+
+def tune_ppo_lr(sb3_seed: int, goals, budget: int, schedule) -> dict:
+    """PPO's lr by the baseline rule on validation ``goals`` (mean distance over the curve)."""
+    def score(lr):
+        return float(np.mean([train_run("PPO", g, sb3_seed, budget, schedule, None, None,
+                                        {"learning_rate": lr})["distance"] for g in goals]))
+
+    return tune_lr(score, PPO_LR_GRID, name="PPO (SB3), the protocol's settings",
+                   selected_on=f"{len(goals)} validation goals from their own seed stream, "
+                   "mean distance over the evaluation curve")
+
+
 def run_seed(seed, streams, args) -> dict:
     """Every held-out goal with every method, PPO's lr by the baseline rule, architectures."""
     loss = LearnedLoss.load(loss_file(args))
@@ -193,7 +209,7 @@ def run_seed(seed, streams, args) -> dict:
     ml3_lr = float(loss.meta_info_["inner_lr"])
     sb3_seed = streams.seed_of("init")  # SB3's seed for every run of this benchmark seed
     test_goals = heldout_goals(args.goals)
-    val_goals = ReacherGoalEnv.sample_tasks(args.validation_goals, streams.rng("validation"))
+    val_goals = validation_goals(streams, args.validation_goals)
 
     def ppo(lr, goals):
         return [train_run("PPO", g, sb3_seed, args.budget, args, None, None,
@@ -203,10 +219,7 @@ def run_seed(seed, streams, args) -> dict:
         return [train_run("ML3", g, sb3_seed, args.budget, args, learned_loss, net_arch)
                 for g in goals]
 
-    record = tune_lr(lambda lr: float(np.mean([r["distance"] for r in ppo(lr, val_goals)])),
-                     PPO_LR_GRID, name="PPO (SB3), the protocol's settings",
-                     selected_on=f"{args.validation_goals} validation goals from their own seed "
-                     "stream, mean distance over the evaluation curve")
+    record = tune_ppo_lr(sb3_seed, val_goals, args.budget, args)
     # one set of runs per distinct lr (the tuned lr often equals one of the others)
     ppo_runs = {lr: ppo(lr, test_goals) for lr in {ml3_lr, record["best_lr"], SB3_LR}}
     runs = {"ML3": ml3(loss, test_goals), "ML3-untrained": ml3(control, test_goals),

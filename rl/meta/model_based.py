@@ -48,6 +48,7 @@ from rl.meta.model_based_eval import (  # noqa: F401  (re-exported)
     _stacked_policies,
     learned_rates,
     policy_trajectory,
+    step_size_against_model,
     train_policy_with_loss,
     train_policy_with_model,
 )
@@ -212,6 +213,7 @@ __all__ = [
     "meta_train_model_based_loss",
     "n_loss_inputs",
     "policy_trajectory",
+    "step_size_against_model",
     "train_policy_with_loss",
     "train_policy_with_model",
 ]

@@ -30,7 +30,7 @@ from rl.meta.model_based_spec import (
 from rl.meta.policies import init_params, stack_params, unstack_params
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3._utils import seed_from
-from sklearn_ml3.meta import TaskObjective, meta_test
+from sklearn_ml3.meta import TaskObjective, meta_test, step_size_diagnostic
 
 Params = dict[str, torch.Tensor]
 
@@ -102,17 +102,43 @@ def _meta_test_policies(spec, goals, single, n_updates, lr, hidden, random_state
     """
     batch = _PolicyBatch(spec, hidden, goals, features)
     objective = loss if loss is not None else batch.through_model(dynamics)
-    seed = seed_from(random_state)
-    if seed is None:
-        seed = seed_from(np.random.default_rng())
     result = meta_test(batch, objective, [torch.as_tensor(goals, dtype=torch.float32)],
-                       n_updates=n_updates, metric=batch.distances, init_seeds=[[seed]],
+                       n_updates=n_updates, metric=batch.distances,
+                       init_seeds=[[_batch_seed(random_state)]],
                        lr=lr, optimizer="sgd", eval_every=eval_every, keep_params=True)
     distances = result.curves[0, 0].T  # (n_goals, n_evaluations)
     params = result.params[0][0]
     if single:
         return unstack_params(params, 0), distances[0]
     return params, distances
+
+
+def _batch_seed(random_state) -> int:
+    seed = seed_from(random_state)
+    return seed_from(np.random.default_rng()) if seed is None else seed
+
+
+def _loss_settings(loss: LearnedLoss, env_id: str, lr: float | None,
+                   policy_hidden_sizes: Sequence[int] | None):
+    """The env spec, feature set, SGD step size and policy architecture a loss is used with."""
+    spec = env_spec(env_id)
+    info = PolicyLossInfo.of(loss)
+    features = feature_set_of(loss, spec)
+    if loss.kind != "features" or loss.n_inputs != n_loss_inputs(spec, features):
+        raise ValueError(
+            f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; its feature "
+            f"set {features!r} on {env_id} has {n_loss_inputs(spec, features)}"
+        )
+    if info is not None and info.env_id != env_id:
+        warnings.warn(f"the loss was meta-trained on {info.env_id}, used on {env_id}",
+                      stacklevel=3)
+    if lr is None:
+        if "inner_lr" not in loss.meta_info_:
+            raise ValueError("the loss has no recorded inner_lr; pass lr")
+        lr = float(loss.meta_info_["inner_lr"])
+    if policy_hidden_sizes is None:
+        policy_hidden_sizes = info.hidden_sizes if info is not None else (32, 32)
+    return spec, features, lr, tuple(policy_hidden_sizes)
 
 
 def train_policy_with_loss(
@@ -166,23 +192,8 @@ def train_policy_with_loss(
     >>> loss = meta_train_model_based_loss(env_id)  # doctest: +SKIP
     >>> params, dist = train_policy_with_loss(loss, env_id, [-1.0, 0.0])  # doctest: +SKIP
     """
-    spec = env_spec(env_id)
-    info = PolicyLossInfo.of(loss)
-    features = feature_set_of(loss, spec)
-    if loss.kind != "features" or loss.n_inputs != n_loss_inputs(spec, features):
-        raise ValueError(
-            f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; its feature "
-            f"set {features!r} on {env_id} has {n_loss_inputs(spec, features)}"
-        )
-    if info is not None and info.env_id != env_id:
-        warnings.warn(f"the loss was meta-trained on {info.env_id}, used on {env_id}",
-                      stacklevel=2)
-    if lr is None:
-        if "inner_lr" not in loss.meta_info_:
-            raise ValueError("the loss has no recorded inner_lr; pass lr")
-        lr = float(loss.meta_info_["inner_lr"])
-    if policy_hidden_sizes is None:
-        policy_hidden_sizes = info.hidden_sizes if info is not None else (32, 32)
+    spec, features, lr, policy_hidden_sizes = _loss_settings(loss, env_id, lr,
+                                                             policy_hidden_sizes)
     goals, single = _as_goals(spec, goal)
     return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden_sizes,
                                random_state, eval_every, loss=loss, features=features)
@@ -211,6 +222,42 @@ def train_policy_with_model(
     goals, single = _as_goals(spec, goal)
     return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden_sizes,
                                random_state, eval_every, dynamics=dynamics)
+
+
+def step_size_against_model(
+    loss: LearnedLoss,
+    dynamics: DynamicsEnsemble,
+    env_id: str,
+    goal,
+    n_updates: int = 50,
+    *,
+    lr: float | None = None,
+    policy_hidden_sizes: Sequence[int] | None = None,
+    random_state=0,
+) -> dict:
+    """Step-size diagnostic of a model-based loss against the task loss through ``dynamics``.
+
+    Follows :func:`train_policy_with_loss` (same policies for the same
+    ``random_state``) and before every update compares the learned loss's
+    gradient with the gradient of :func:`train_policy_with_model`'s objective
+    (summed final distance through the model), via
+    :func:`sklearn_ml3.meta.step_size_diagnostic`.
+
+    Returns
+    -------
+    dict
+        As :func:`~sklearn_ml3.meta.step_size_diagnostic`: ``cosine``,
+        ``norm_ratio`` and ``control_lr_factor`` (run
+        :func:`train_policy_with_model` at ``lr x control_lr_factor`` for the
+        step-size control).
+    """
+    spec, features, lr, hidden = _loss_settings(loss, env_id, lr, policy_hidden_sizes)
+    goals, _ = _as_goals(spec, goal)
+    batch = _PolicyBatch(spec, hidden, goals, features)
+    return step_size_diagnostic(batch, loss, batch.through_model(dynamics),
+                                [torch.as_tensor(goals, dtype=torch.float32)],
+                                n_updates=n_updates, init_seeds=[[_batch_seed(random_state)]],
+                                lr=lr, optimizer="sgd")
 
 
 def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
@@ -266,5 +313,5 @@ def policy_trajectory(params: Params, env_id: str, goal,
     return states[:, list(spec.position)]
 
 
-__all__ = ["learned_rates", "policy_trajectory", "train_policy_with_loss",
-           "train_policy_with_model"]
+__all__ = ["learned_rates", "policy_trajectory", "step_size_against_model",
+           "train_policy_with_loss", "train_policy_with_model"]

@@ -15,6 +15,7 @@ from rl.meta.model_based import (
     meta_train_model_based_loss,
     n_loss_inputs,
     policy_trajectory,
+    step_size_against_model,
     train_policy_with_loss,
     train_policy_with_model,
 )
@@ -143,6 +144,29 @@ def test_learned_rate_scales_the_policy_step():
     alpha = learned_rates(loss, p0, PM, [0.5, 0.5], policy_hidden_sizes=(8,))[0]
     assert 2.5 < alpha < 3.0  # exp of the softly bounded log-rate
     torch.testing.assert_close(step_fast, float(alpha) * step_plain, rtol=1e-3, atol=1e-6)
+
+
+def test_step_size_against_model_measures_the_loss_update_with_its_learned_rate():
+    """The diagnostic sees the update meta-test takes: alpha x the loss's gradient."""
+    spec = env_spec(PM)
+    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec), hidden_layer_sizes=(8,),
+                       learned_lr=True, random_state=0)
+    loss.meta_info_["inner_lr"] = 0.05
+    goals = [[0.5, 0.5], [-0.6, 0.2]]
+    plain = step_size_against_model(loss, TwinDynamics(), PM, goals, 1,
+                                    policy_hidden_sizes=(8,), random_state=3)
+    with torch.no_grad():
+        loss.network_.rate[-1].bias.fill_(np.log(3.0))
+    fast = step_size_against_model(loss, TwinDynamics(), PM, goals, 1,
+                                   policy_hidden_sizes=(8,), random_state=3)
+    p0, _ = train_policy_with_loss(loss, PM, goals, 0, policy_hidden_sizes=(8,), random_state=3)
+    alphas = learned_rates(loss, p0, PM, goals, policy_hidden_sizes=(8,))
+    assert plain["n_points"] == fast["n_points"] == 1
+    assert -1 <= plain["cosine"]["mean"] <= 1 and plain["cosine"]["mean"] != 0
+    assert fast["cosine"]["mean"] == pytest.approx(plain["cosine"]["mean"], abs=1e-4)
+    assert fast["norm_ratio"]["mean"] / plain["norm_ratio"]["mean"] == pytest.approx(
+        float(alphas.mean()), rel=1e-2)
+    assert plain["lr"] == 0.05 and plain["optimizer"] == "sgd"
 
 
 def test_task_loss_through_the_exact_model_reaches_a_left_goal():
