@@ -2,13 +2,16 @@
 
 Meta-trains one policy loss on AntGoal training goals (checkpointed), then,
 per seed, trains fresh policies on held-out goals with :class:`rl.ML3`
-(learned loss only) and with Stable-Baselines3 PPO (SB3's default
-hyper-parameters, normalised observations; no lr grid: one Ant run costs
-minutes) on the same sample budget, and reports the final distance of
-deterministic evaluation episodes. Ant costs about 200 us per simulated step
-and about 1 ms per learning step on one thread, so the default is a reduced
-budget (3 goals x 5 seeds, 20k steps per run, 50 meta-iterations; an estimated 15
-minutes with ``--jobs 2``, not yet timed); ``--quick`` is the tiny run of the test suite and
+(learned loss only), with the same loss network before meta-training (the
+control: what ML3 does without what meta-training learned) and with
+Stable-Baselines3 PPO (SB3's default hyper-parameters, normalised
+observations) at its lr by the baseline rule (chosen on validation goals
+from the seed's own stream, grid extended until the best is interior), on the
+same sample budget, and reports the final distance of deterministic
+evaluation episodes. Ant costs about 200 us per simulated step and about
+1 ms per learning step on one thread, so the default is a reduced budget (3
+goals x 5 seeds, 2 validation goals, 20k steps per run, 50
+meta-iterations); ``--quick`` is the tiny run of the test suite and
 ``--full`` the paper-scale budget (hours).
 
 Usage::
@@ -19,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -30,20 +34,24 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from rl import ML3, meta_train_policy_loss
 from rl.envs import AntGoalEnv
 from sklearn_ml3 import LearnedLoss
-from sklearn_ml3.experiments.harness import Benchmark, fmt, stats
+from sklearn_ml3.experiments.harness import Benchmark, baseline_lines, fmt, stats
+from sklearn_ml3.meta import tune_lr, untrained_control
 
 ENV_ID = "ml3/AntGoal-v0"
-#: goals, budget, meta-iterations, tasks per iteration, episodes per rollout, rollouts per
-#: policy, horizon; one full-batch SGD step per rollout (as on ReacherGoal)
+#: PPO's starting lr grid for the baseline rule (SB3's default 3e-4 in the middle).
+PPO_LR_GRID = (1e-4, 3e-4, 1e-3)
+METHODS = ("ML3", "ML3-untrained", "PPO, tuned lr")
+#: held-out and validation goals, budget, meta-iterations, tasks per iteration, episodes
+#: per rollout, rollouts per policy, horizon; one full-batch SGD step per rollout (as on
+#: ReacherGoal)
 BUDGETS = {
-    "quick": {"goals": 1, "budget": 64, "meta_iter": 2, "tasks": 1, "episodes": 2,
-              "rollouts_per_policy": 1, "horizon": 10},
-    # a reduced budget, estimated at 15 minutes on 2 cores (Ant costs ~1 ms per
-    # learning step here); far below what PPO needs on Ant
-    "default": {"goals": 3, "budget": 20_000, "meta_iter": 50, "tasks": 2, "episodes": 5,
-                "rollouts_per_policy": 5, "horizon": 200},
-    "full": {"goals": 10, "budget": 1_000_000, "meta_iter": 1000, "tasks": 4, "episodes": 10,
-             "rollouts_per_policy": 20, "horizon": 200},
+    "quick": {"goals": 1, "validation_goals": 1, "budget": 64, "meta_iter": 2, "tasks": 1,
+              "episodes": 2, "rollouts_per_policy": 1, "horizon": 10},
+    # a reduced budget (Ant costs ~1 ms per learning step here); far below what PPO needs
+    "default": {"goals": 3, "validation_goals": 2, "budget": 20_000, "meta_iter": 50,
+                "tasks": 2, "episodes": 5, "rollouts_per_policy": 5, "horizon": 200},
+    "full": {"goals": 10, "validation_goals": 3, "budget": 1_000_000, "meta_iter": 1000,
+             "tasks": 4, "episodes": 10, "rollouts_per_policy": 20, "horizon": 200},
 }
 
 bench = Benchmark("model_free_ant", __doc__)
@@ -103,26 +111,41 @@ def final_distance(model, goal, horizon: int, seed: int, n_episodes: int = 2) ->
     return float(np.mean(dists))
 
 
+def train_and_measure(method, goal, cfg, sb3_seed, seed, loss=None, lr=None) -> float:
+    """One run of ``method`` ("ML3" with ``loss`` or "PPO" at ``lr``): its final distance."""
+    env = DummyVecEnv([lambda: gym.make(ENV_ID, goal=goal, max_episode_steps=cfg["horizon"])])
+    if method == "ML3":
+        with warnings.catch_warnings():  # the control is not meta-trained, on purpose
+            warnings.filterwarnings("ignore", message="this LearnedLoss has not been meta")
+            model = ML3("MlpPolicy", env, learned_loss=loss, seed=sb3_seed)
+    else:
+        n_steps = min(2048, cfg["budget"])
+        model = PPO("MlpPolicy", VecNormalize(env, norm_reward=False), seed=sb3_seed,
+                    n_steps=n_steps, batch_size=min(64, n_steps), learning_rate=lr)
+    model.learn(total_timesteps=cfg["budget"])
+    return final_distance(model, goal, cfg["horizon"], 10_000 + seed)
+
+
 def run_seed(seed, streams, args) -> dict:
-    """ML3 and PPO on every held-out goal; the mean final distance over goals."""
+    """ML3, its untrained control and PPO (lr by the baseline rule) on every held-out goal."""
     cfg = budget_of(args)
     loss = LearnedLoss.load(loss_file(args))
     sb3_seed = streams.seed_of("init")
-    final = {"ML3": [], "PPO": []}
+    val_goals = AntGoalEnv.sample_tasks(cfg["validation_goals"], streams.rng("validation"))
+    record = tune_lr(lambda lr: float(np.mean([train_and_measure("PPO", g, cfg, sb3_seed, seed,
+                                                                 lr=lr) for g in val_goals])),
+                     PPO_LR_GRID, name="PPO (SB3 defaults, normalised observations)",
+                     selected_on=f"{len(val_goals)} validation goals from their own seed "
+                     "stream, final distance")
+    losses = {"ML3": loss, "ML3-untrained": untrained_control(loss)}
+    final = {m: [] for m in METHODS}
     for goal in heldout_goals(cfg["goals"]):
-        for method in final:
-            env = DummyVecEnv([lambda goal=goal: gym.make(ENV_ID, goal=goal,
-                                                          max_episode_steps=cfg["horizon"])])
-            if method == "ML3":
-                model = ML3("MlpPolicy", env, learned_loss=loss, seed=sb3_seed)
-            else:
-                n_steps = min(2048, cfg["budget"])
-                model = PPO("MlpPolicy", VecNormalize(env, norm_reward=False), seed=sb3_seed,
-                            n_steps=n_steps, batch_size=min(64, n_steps))
-            model.learn(total_timesteps=cfg["budget"])
-            final[method].append(final_distance(model, goal, cfg["horizon"], 10_000 + seed))
+        for method, learned in losses.items():
+            final[method].append(train_and_measure("ML3", goal, cfg, sb3_seed, seed, learned))
+        final["PPO, tuned lr"].append(train_and_measure("PPO", goal, cfg, sb3_seed, seed,
+                                                        lr=record["best_lr"]))
     return {"final_distance": {m: float(np.mean(v)) for m, v in final.items()},
-            "final_distance_per_goal": final}
+            "final_distance_per_goal": final, "baselines": [record]}
 
 
 def main(argv=None) -> dict:
@@ -132,7 +155,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     loss = meta_trained_loss(args)
     runs = bench.run(run_seed, args)
-    final = {m: stats([r["final_distance"][m] for r in runs]) for m in ("ML3", "PPO")}
+    final = {m: stats([r["final_distance"][m] for r in runs]) for m in METHODS}
+    baselines = [{"seed": r["seed"], **b} for r in runs for b in r["baselines"]]
     goals = heldout_goals(cfg["goals"])
     start = float(np.mean(np.linalg.norm(goals, axis=1)))
     report = [
@@ -143,11 +167,13 @@ def main(argv=None) -> dict:
         "the mean over goals.", "",
         "| method | final distance |", "|---|---|",
         *(f"| {m} | {fmt(v)} |" for m, v in final.items()),
-        "", f"Mean goal distance from the start: {start:.3f}.",
+        "", f"Mean goal distance from the start: {start:.3f}.", "",
+        "Tuned baseline (the baseline rule):", *baseline_lines(baselines),
     ]
     results = {"config": cfg, "test_goals": goals.tolist(),
                "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
                "final_distance": final, "initial_goal_distance": start,
+               "baselines": baselines,
                "seed_time_s": [r["seed_time_s"] for r in runs]}
     return bench.write(args, results, report)
 

@@ -50,7 +50,7 @@ from rl.envs import ReacherGoalEnv
 from rl.meta.info import PolicyLossInfo
 from sklearn_ml3 import LearnedLoss
 from sklearn_ml3.experiments.harness import Benchmark, CurvePanel, baseline_lines, stats
-from sklearn_ml3.meta import tune_lr
+from sklearn_ml3.meta import tune_lr, untrained_control
 
 ENV_ID = "ml3/ReacherGoal-v0"
 PPO_TUNED = {"n_steps": 512, "batch_size": 32, "n_epochs": 5, "gamma": 0.9}
@@ -157,13 +157,6 @@ def meta_trained_loss(args) -> LearnedLoss:
                                   n_meta_iter=args.meta_iter, **CONFIGS[args.config])
     loss.save(path)
     return loss
-
-
-def untrained_control(loss: LearnedLoss) -> LearnedLoss:
-    """The same loss network before meta-training, used with the same settings."""
-    control = LearnedLoss(**loss.get_config(), random_state=0)
-    control.meta_info_ = dict(loss.meta_info_)
-    return control
 
 
 def train_run(method, goal, seed, budget, args, loss, net_arch, ppo_overrides=None) -> dict:

@@ -7,10 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sklearn_ml3 import LearnedLoss, SineTasks, meta_train
 from sklearn_ml3.experiments.sine import heldout_curves
-from sklearn_ml3.meta import MetaTrainOnly, TaskObjective, meta_test, step_size_diagnostic, tune_lr
+from sklearn_ml3.meta import (
+    MetaTrainOnly,
+    TaskObjective,
+    meta_test,
+    step_size_diagnostic,
+    tune_lr,
+    untrained_control,
+)
 from sklearn_ml3.meta.baselines import mse_loss
 from sklearn_ml3.shaping import SineFrequencyTasks, sine_frequency_problem
 
@@ -216,3 +224,21 @@ def test_step_size_diagnostic_finds_a_scaled_loss():
                                     n_updates=1, init_seeds=[[0, 1]], lr=0.05,
                                     optimizer="sgd")
     assert opposite["cosine"]["mean"] == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_untrained_control_is_the_same_network_freshly_initialised():
+    from sklearn_ml3 import LearnedLoss
+
+    trained = LearnedLoss(kind="features", n_inputs=3, hidden_layer_sizes=(5,), random_state=4)
+    trained.meta_info_.update(inner_optimizer="adam", inner_lr=1e-3)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)  # stands in for meta-training
+    control = untrained_control(trained)
+    assert control.get_config() == trained.get_config()
+    assert control.meta_info_ == trained.meta_info_ and control.meta_info_ is not trained.meta_info_
+    fresh = LearnedLoss(kind="features", n_inputs=3, hidden_layer_sizes=(5,), random_state=0)
+    for a, b, c in zip(control.parameters(), fresh.parameters(), trained.parameters(),
+                       strict=True):
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(a, c)

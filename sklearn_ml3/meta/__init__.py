@@ -1,7 +1,7 @@
 """The meta-training engine and the meta-test loop (torch, torchopt, numpy; never
 scikit-learn or the estimators)."""
 
-from .baselines import compare_paired, step_size_diagnostic, tune_lr
+from .baselines import compare_paired, step_size_diagnostic, tune_lr, untrained_control
 from .engine import MetaProblem, MetaTrainingDiverged, meta_train, update_and_task_loss
 from .evaluate import MetaTestCurves, MetaTrainOnly, TaskObjective, blind, meta_test
 from .optim import SOLVERS, differentiable_optimizer, torch_optimizer, torch_optimizer_spec
@@ -22,5 +22,6 @@ __all__ = [
     "torch_optimizer",
     "torch_optimizer_spec",
     "tune_lr",
+    "untrained_control",
     "update_and_task_loss",
 ]

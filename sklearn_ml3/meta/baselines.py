@@ -166,6 +166,21 @@ def compare_paired(learned, other, *, lower_is_better: bool) -> str:
     return "better" if diff.mean() > 0 else "worse"
 
 
+def untrained_control(loss, random_state: int = 0):
+    """The same loss network before meta-training, with the same recorded settings.
+
+    The control of a policy-loss comparison: the same architecture, input
+    standardisation and inner optimizer and lr (``meta_info_``), freshly
+    initialised with ``random_state``. What a meta-trained loss does beyond it
+    is what meta-training learned.
+    """
+    from ..learned_loss import LearnedLoss
+
+    control = LearnedLoss(**loss.get_config(), random_state=random_state)
+    control.meta_info_ = dict(loss.meta_info_)
+    return control
+
+
 def _flat_grad(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True)
     return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
@@ -282,4 +297,4 @@ def _summary(values) -> dict[str, Any]:
 
 
 __all__ = ["MAX_EXTENSIONS", "compare_paired", "log_loss", "mse_loss", "step_size_diagnostic",
-           "tune_lr"]
+           "tune_lr", "untrained_control"]

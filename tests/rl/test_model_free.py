@@ -147,8 +147,10 @@ def test_ant_benchmark_smoke(tmp_path):
     results = bench.main(["--quick", "--seeds", "1", "--out", str(tmp_path)])
     assert (tmp_path / "results.json").exists() and (tmp_path / "report.md").exists()
     assert (tmp_path / "runs" / "seed_0.json").exists()  # a rerun resumes from it
-    for method in ("ML3", "PPO"):
+    for method in ("ML3", "ML3-untrained", "PPO, tuned lr"):
         assert np.isfinite(results["final_distance"][method]["per_seed"]).all()
+    record, = results["baselines"]
+    assert "validation" in record["selected_on"] and len(record["scores"]) >= 3
     assert results["meta_train_time_s"]["cpu"] > 0
 
 
