@@ -336,10 +336,9 @@ RECIPES: dict[str, Recipe] = {
                  "per seed from the benchmark's validation stream)",
         metric="final distance after 8k steps", lower_is_better=True,
         build=build_reacher, measure=measure_reacher,
-        caveats="The step-size control does not apply: the loss is not a function of "
-                "PPO's inputs (it reads no reward); PPO's lr chosen from a grid extended "
-                "until the best is interior bounds what any step size of PPO's objective "
-                "reaches, up to the grid's x3 resolution."),
+        caveats="The step-size control coincides with the same-lr column: rl.ML3 steps "
+                "with Adam, whose update does not change when the loss is scaled, so PPO's "
+                "objective at lr x any norm ratio takes the steps of PPO at ML3's lr."),
 }
 
 
