@@ -336,9 +336,10 @@ RECIPES: dict[str, Recipe] = {
                  "per seed from the benchmark's validation stream)",
         metric="final distance after 8k steps", lower_is_better=True,
         build=build_reacher, measure=measure_reacher,
-        caveats="The step-size control coincides with the same-lr column: rl.ML3 steps "
-                "with Adam, whose update does not change when the loss is scaled, so PPO's "
-                "objective at lr x any norm ratio takes the steps of PPO at ML3's lr."),
+        caveats="The step-size control is, up to PPO's gradient-norm clipping, the same-lr "
+                "column: rl.ML3 steps with Adam, whose update does not change when the loss "
+                "is multiplied by a constant, so PPO's objective scaled by any norm ratio "
+                "takes the steps of PPO at ML3's lr."),
 }
 
 
