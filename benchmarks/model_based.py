@@ -248,7 +248,11 @@ def main(argv=None) -> dict:
     report += ["", "Step-size diagnostic (the learned loss's gradient vs the task loss's "
                "through the learned model, along the learned loss's meta-test training):",
                *step_size_lines("ml3", step_size, at("model_step_size_control", last),
-                                at("ml3", last), "final distance")]
+                                at("ml3", last), f"distance after {steps[last]} updates")]
+    if cols[0] != last:  # the early column of the headline, compared the same way
+        report += step_size_lines("ml3", step_size, at("model_step_size_control", cols[0]),
+                                  at("ml3", cols[0]),
+                                  f"distance after {steps[cols[0]]} updates")[1:]
     figures = {"distance_vs_updates.png": [
         CurvePanel(f"{runs[0]['env_id']}: test goals ({region})", "policy updates",
                    "final distance to goal (real env)", steps,
