@@ -266,7 +266,12 @@ def main(argv=None) -> dict:
                "meta_train_time_s": meta_cpu, "runs": runs,
                "headline": [{
                    "experiment": f"{runs[0]['env_id']} model-based, distance after "
-                                 f"{steps[early]} / {steps[last]} updates",
+                                 f"{steps[early]} updates",
+                   "note": f"after {steps[last]} updates: " + ", ".join(
+                       f"{label} {at(m, last)['mean']:.3g}" for m, label in (
+                           ("ml3", "learned"), ("model_same_lr", "same lr"),
+                           ("model_best_lr", "tuned"),
+                           ("model_step_size_control", "control"))),
                    "metric": "final distance", "lower_is_better": True,
                    "learned": at("ml3", early), "same_lr": at("model_same_lr", early),
                    "best_lr": at("model_best_lr", early),

@@ -3,9 +3,10 @@
 Every benchmark on the harness writes ``results["headline"]``: rows with the
 experiment, the metric, the learned loss and the hand-written loss at the
 same and at the tuned lr (``{"mean", "std", ...}`` each) and, where measured,
-the step-size control. This script collects them from ``results/*/`` and
-prints one Markdown table (mean ± std over seeds), so the README quotes
-what the runs wrote, not numbers typed by hand.
+the step-size control, and a ``note`` with the context a row needs. This
+script collects them from ``results/*/`` and prints one Markdown table (mean
+± std over seeds), so the README quotes what the runs wrote, not numbers
+typed by hand.
 
     python benchmarks/summary.py                  # every results/*/results.json
     python benchmarks/summary.py --results DIR    # another results folder
@@ -48,12 +49,13 @@ def collect(results_dir: Path) -> list[tuple[str, dict]]:
 
 
 def table(rows: list[tuple[str, dict]]) -> str:
-    lines = ["| experiment | " + " | ".join(label for _, label in COLUMNS) + " | benchmark |",
-             "|---|" + "---|" * (len(COLUMNS) + 1)]
+    lines = ["| experiment | " + " | ".join(label for _, label in COLUMNS)
+             + " | notes | benchmark |", "|---|" + "---|" * (len(COLUMNS) + 2)]
     for benchmark, row in rows:
         best = best_column(row)
         cells = [cell(row.get(k), bold=k == best) for k, _ in COLUMNS]
-        lines.append(f"| {row['experiment']} | " + " | ".join(cells) + f" | `{benchmark}` |")
+        lines.append(f"| {row['experiment']} | " + " | ".join(cells)
+                     + f" | {row.get('note', '')} | `{benchmark}` |")
     return "\n".join(lines)
 
 

@@ -26,7 +26,8 @@ def test_rows_come_from_results_files_and_the_best_is_bold(summary, tmp_path):
     (tmp_path / "sine" / "results.json").write_text(json.dumps({
         "benchmark": "sine_regression", "headline": [{
             "experiment": "sine, test MSE", "lower_is_better": True, "learned": stat(1.2),
-            "same_lr": stat(3.3), "best_lr": stat(0.96), "step_size_control": stat(1.23)}]}))
+            "same_lr": stat(3.3), "best_lr": stat(0.96), "step_size_control": stat(1.23),
+            "note": "raw targets: 1.4"}]}))
     (tmp_path / "digits").mkdir()
     (tmp_path / "digits" / "results.json").write_text(json.dumps({
         "benchmark": "digit_pairs", "headline": [{
@@ -39,6 +40,7 @@ def test_rows_come_from_results_files_and_the_best_is_bold(summary, tmp_path):
     digits, sine = lines[2], lines[3]
     assert "**0.98 ± 0.1**" in digits and "`digit_pairs`" in digits
     assert "**0.96 ± 0.1**" in sine and "1.2 ± 0.1 |" in sine
+    assert "| raw targets: 1.4 |" in sine and digits.count("|") == sine.count("|")
 
 
 def test_no_results_is_a_clear_error(summary, tmp_path):
