@@ -58,6 +58,8 @@ PPO_TUNED = {"n_steps": 512, "batch_size": 32, "n_epochs": 5, "gamma": 0.9}
 SB3_LR = 3e-4
 #: PPO's starting lr grid for the baseline rule (SB3's default in the middle).
 PPO_LR_GRID = (1e-4, SB3_LR, 1e-3)
+#: Goals of PPO's lr selection per seed (drawn from the seed's validation stream).
+VALIDATION_GOALS = 3
 #: Meta-training configurations. "default" is what ``meta_train_policy_loss`` does with
 #: no arguments (quadratic learned advantage, ES over whole runs on the batched twin);
 #: "classic" is the previous default (free loss network, one-step backprop through one
@@ -306,7 +308,7 @@ bench.add_argument("--config", default="default", choices=sorted(CONFIGS),
                    help="meta-training configuration (see CONFIGS)")
 bench.add_argument("--arch-goals", type=int, default=None,
                    help="goals of the architecture experiment (default 5; --full 10)")
-bench.add_argument("--validation-goals", type=int, default=3,
+bench.add_argument("--validation-goals", type=int, default=VALIDATION_GOALS,
                    help="goals of PPO's lr selection (from the validation stream)")
 bench.add_argument("--eval-every", type=int, default=None,
                    help="evaluation interval in env steps (default 500; --full 2,500)")

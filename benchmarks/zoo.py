@@ -228,8 +228,9 @@ def measure_reacher(loss: LearnedLoss, seed: int) -> dict:
     streams = SeedStreams(seed, protocol.bench.name)
     sb3_seed = streams.seed_of("init")
     schedule = argparse.Namespace(eval_every=500, eval_episodes=3)
-    record = protocol.tune_ppo_lr(sb3_seed, protocol.validation_goals(streams, 3),
-                                  REACHER_BUDGET, schedule)
+    record = protocol.tune_ppo_lr(
+        sb3_seed, protocol.validation_goals(streams, protocol.VALIDATION_GOALS),
+        REACHER_BUDGET, schedule)
     lr = float(loss.meta_info_["inner_lr"])
     methods = {"learned": ("ML3", {}), "same_lr": ("PPO", {"learning_rate": lr}),
                "best_lr": ("PPO", {"learning_rate": record["best_lr"]})}

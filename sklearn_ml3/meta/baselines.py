@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..learned_loss import LearnedLoss
 from .evaluate import TaskObjective, _training_value, blind, meta_trained_settings
 from .optim import torch_optimizer
 
@@ -174,8 +175,6 @@ def untrained_control(loss, random_state: int = 0):
     initialised with ``random_state``. What a meta-trained loss does beyond it
     is what meta-training learned.
     """
-    from ..learned_loss import LearnedLoss
-
     control = LearnedLoss(**loss.get_config(), random_state=random_state)
     control.meta_info_ = dict(loss.meta_info_)
     return control
