@@ -62,8 +62,10 @@ PPO_LR_GRID = (1e-4, SB3_LR, 1e-3)
 VALIDATION_GOALS = 3
 #: Meta-training configurations. "default" is what ``meta_train_policy_loss`` does with
 #: no arguments (quadratic learned advantage, ES over whole runs on the batched twin);
-#: "classic" is the previous default (free loss network, one-step backprop through one
-#: full-batch SGD step per 500-step MuJoCo rollout), kept as the ablation's baseline row.
+#: "classic" is an earlier default (free loss network, one-step backprop through one
+#: full-batch SGD step per 500-step MuJoCo rollout), kept as the ablation's baseline row;
+#: "two-episode" the default before 1-episode rollouts. ``--select`` scores them on the
+#: validation goals.
 CONFIGS = {
     "default": {},
     "classic": {"inner_optimizer": "sgd", "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
@@ -75,6 +77,9 @@ CONFIGS = {
     "quadratic-backprop": {"meta_gradient": "backprop", "inner_optimizer": "sgd",
                            "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
                            "task_loss_episodes": 32, "meta_lr": 3e-3},
+    "two-episode": {"rollout_episodes": 2, "rollouts_per_policy": 10},
+    "lr2e-3": {"inner_lr": 2e-3},
+    "lr3e-3": {"inner_lr": 3e-3},
 }
 #: Seeds of the protocol's goal draws, the same for every benchmark seed: meta-training
 #: goals and held-out goals (separate draws).
@@ -226,6 +231,60 @@ def run_seed(seed, streams, args) -> dict:
             "ml3_lr": ml3_lr}
 
 
+def _validation_curves(name: str, seed: int, args) -> list[list[float]]:
+    """ML3 with configuration ``name``'s loss on seed ``seed``'s validation goals."""
+    from sklearn_ml3.experiments.harness import SeedStreams
+
+    torch.set_num_threads(1)
+    loss = LearnedLoss.load(loss_file(config_args(name, args)))
+    streams = SeedStreams(seed, bench.name)
+    sb3_seed = streams.seed_of("init")
+    return [train_run("ML3", g, sb3_seed, args.budget, args, loss, None)["distance"]
+            for g in validation_goals(streams, args.validation_goals)]
+
+
+def config_args(name: str, args):
+    """``args`` for configuration ``name`` (its own meta-iteration default)."""
+    budget = ["--quick"] if args.quick else ["--full"] if args.full else []
+    return resolve(bench.parse_args(["--config", name, "--out", str(args.out), *budget]))
+
+
+def select_config(args) -> dict:
+    """Score each configuration of ``--select`` on every seed's validation goals.
+
+    The same goals, SB3 seeds and score as PPO's lr selection
+    (:func:`tune_ppo_lr`): ML3 with each configuration's meta-trained loss, the
+    mean distance over the evaluation curve. The held-out goals are never run.
+    Writes ``<out>/config_selection.json``.
+    """
+    from joblib import Parallel, delayed
+
+    from sklearn_ml3.experiments.harness import write_json_atomic
+
+    losses = {name: meta_trained_loss(config_args(name, args)) for name in args.select}
+    jobs = [(name, seed) for name in args.select for seed in range(args.seeds)]
+    outputs = Parallel(n_jobs=args.jobs)(delayed(_validation_curves)(name, seed, args)
+                                         for name, seed in jobs)
+    scores = {}
+    for name in args.select:
+        curves = np.array([c for (n, _), out in zip(jobs, outputs, strict=True) if n == name
+                           for c in out])
+        scores[name] = {"score": float(curves.mean()),
+                        "steps": list(range(0, args.budget + 1, args.eval_every)),
+                        "distance_mean": curves.mean(0).tolist(),
+                        "final_distance": float(curves[:, -1].mean()),
+                        "meta_train_time_s": losses[name].meta_info_["meta_train_time_s"]}
+        print(f"{name}: mean distance over the curve {curves.mean():.4f}, final "
+              f"{curves[:, -1].mean():.4f}; curve "
+              + " ".join(f"{v:.3f}" for v in curves.mean(0)))
+    best = min(scores, key=lambda n: scores[n]["score"])
+    print(f"best on the validation goals: {best}")
+    result = {"selected": best, "validation_goals_per_seed": args.validation_goals,
+              "seeds": args.seeds, "budget": args.budget, "configs": scores}
+    write_json_atomic(Path(args.out) / "config_selection.json", result)
+    return result
+
+
 def rollout_throughput(goals, repeats: int = 3) -> dict:
     """Environment steps per second of one policy's rollouts: MuJoCo envs one by one, the
     batched twin, and the twin scoring a whole ES population at once (one thread)."""
@@ -313,6 +372,10 @@ bench.add_argument("--validation-goals", type=int, default=VALIDATION_GOALS,
 bench.add_argument("--eval-every", type=int, default=None,
                    help="evaluation interval in env steps (default 500; --full 2,500)")
 bench.add_argument("--eval-episodes", type=int, default=3)
+bench.add_argument("--select", nargs="+", choices=sorted(CONFIGS), default=None,
+                   help="only score these configurations on the validation goals (ML3 "
+                        "alone, the score of PPO's lr selection) and write "
+                        "config_selection.json")
 
 
 def resolve(args):
@@ -331,6 +394,8 @@ def main(argv=None) -> dict:
     args = resolve(bench.parse_args(argv))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    if args.select:
+        return select_config(args)
     loss = meta_trained_loss(args)
     seeds = list(range(args.seeds))
     per_seed = bench.run(run_seed, args)

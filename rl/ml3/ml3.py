@@ -237,6 +237,22 @@ class _LearnedLossMixin:
         return model
 
 
+def _actor_width(net_arch) -> int | None:
+    """Width of the actor's last hidden layer (the action layer's fan-in); None: no layer."""
+    if net_arch is None:
+        net_arch = [64, 64]  # the actor of ML3Policy and of SB3's ActorCriticPolicy
+    actor = net_arch.get("pi", []) if isinstance(net_arch, dict) else net_arch
+    return int(actor[-1]) if len(actor) else None
+
+
+def _width_ratio(policy_info: PolicyLossInfo | None, policy_kwargs) -> float:
+    """``w_meta / w``: meta-training actor width over this actor's (1 when either is unknown)."""
+    trained = None if policy_info is None or not policy_info.hidden_sizes \
+        else int(policy_info.hidden_sizes[-1])
+    width = _actor_width((policy_kwargs or {}).get("net_arch"))
+    return 1.0 if trained is None or width is None else trained / width
+
+
 class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     """Train a policy with a meta-learned loss alone (ML3 meta-test, paper III-B.2).
 
@@ -265,7 +281,14 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
     learned_loss : LearnedLoss
         A policy loss from :func:`rl.meta_train_policy_loss` (``kind="features"``).
     learning_rate : float or schedule, optional
-        Default: the loss's meta-training ``inner_lr``.
+        Default: the loss's meta-training ``inner_lr``, times ``w_meta / w``
+        for an actor whose last hidden layer has width ``w`` where the
+        meta-training policy's had ``w_meta``. Adam moves every weight by
+        about the learning rate per step, so the action layer's output moves
+        in proportion to its fan-in; the ratio keeps that move the one the
+        loss was meta-trained with (the width rule of muP for Adam, Yang et
+        al. 2021). A 256-wide actor under a loss meta-trained on 64-64 steps
+        at a quarter of the rate (measured in ``docs/rl_model_free.md``).
     optimizer : {"sgd", "momentum", "adam"}, optional
         Default: the loss's meta-training ``inner_optimizer``.
     n_steps : int, optional
@@ -335,7 +358,7 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
                               UserWarning, stacklevel=2)
         trained_lr = info.get("inner_lr", 1e-3)
         if learning_rate is None:
-            learning_rate = trained_lr
+            learning_rate = trained_lr * _width_ratio(policy_info, policy_kwargs)
         elif isinstance(learning_rate, (int, float)) and learned_loss is not None and (
                 not 1 / 3 <= learning_rate / trained_lr <= 3):
             warnings.warn(f"learning_rate {learning_rate} is far from the {trained_lr} the loss "

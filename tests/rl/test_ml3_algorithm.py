@@ -71,6 +71,29 @@ def test_defaults_come_from_the_learned_loss(learned_loss):
     assert model.goal_dim == 2
 
 
+@pytest.mark.parametrize(("net_arch", "ratio"), [(None, 1.0), ([32], 2.0), ([128, 256], 0.25),
+                                                 ({"pi": [16], "vf": [8]}, 4.0), ([], 1.0)])
+def test_default_lr_follows_the_actor_width(learned_loss, net_arch, ratio):
+    """The meta-training policy is 64-64: the default lr scales with 64 / last actor width."""
+    assert learned_loss.meta_info_["policy"]["hidden_sizes"] == [64, 64]
+    policy_kwargs = {} if net_arch is None else {"net_arch": net_arch}
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, policy_kwargs=policy_kwargs)
+    assert model.learning_rate == pytest.approx(learned_loss.meta_info_["inner_lr"] * ratio)
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(model.learning_rate)
+    explicit = ML3("MlpPolicy", make_env(), learned_loss=learned_loss, learning_rate=0.05,
+                   policy_kwargs=policy_kwargs)
+    assert explicit.learning_rate == 0.05  # a given rate is never rescaled
+
+
+def test_width_scaled_lr_survives_save_and_load(learned_loss, tmp_path):
+    model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss,
+                policy_kwargs={"net_arch": [256]})
+    model.save(tmp_path / "agent.zip")
+    loaded = ML3.load(tmp_path / "agent.zip", env=make_env())
+    assert loaded.learning_rate == pytest.approx(learned_loss.meta_info_["inner_lr"] / 4)
+    assert loaded.policy.optimizer.param_groups[0]["lr"] == pytest.approx(loaded.learning_rate)
+
+
 def test_loss_sees_the_meta_training_features(learned_loss):
     """ML3 standardises (obs, action, log-prob, goal) exactly as meta-training did."""
     from rl.meta.model_free import loss_features

@@ -209,3 +209,24 @@ def test_joint_frame_features_match_the_model_based_ones_and_train_with_ml3():
     assert model.num_timesteps == 32
     with pytest.raises(ValueError, match="joint_frame"):
         ModelFreeProblem("ml3/PointmassGoal-v0", [[0.5, 0.5]], features="joint_frame")
+
+
+def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypatch):
+    path = Path(__file__).parents[2] / "benchmarks" / "model_free_reacher.py"
+    spec = importlib.util.spec_from_file_location("model_free_reacher", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    goals_run = []
+    train_run = bench.train_run
+    monkeypatch.setattr(bench, "train_run", lambda method, goal, *a, **k: (
+        goals_run.append(np.asarray(goal)), train_run(method, goal, *a, **k))[1])
+    result = bench.main(["--quick", "--seeds", "1", "--validation-goals", "1",
+                         "--out", str(tmp_path), "--select", "default", "two-episode"])
+    assert result["selected"] in ("default", "two-episode")
+    assert set(result["configs"]) == {"default", "two-episode"}
+    for item in result["configs"].values():  # 0, 500 and 1,000 steps of the quick budget
+        assert len(item["distance_mean"]) == 3 and np.isfinite(item["score"])
+    assert (tmp_path / "config_selection.json").exists()
+    heldout = bench.heldout_goals()
+    assert len(goals_run) == 2 and not any(np.isclose(heldout, g).all(1).any()
+                                           for g in goals_run)
