@@ -34,6 +34,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -255,7 +256,8 @@ def select_config(args) -> dict:
     The same goals, SB3 seeds and score as PPO's lr selection
     (:func:`tune_ppo_lr`): ML3 with each configuration's meta-trained loss, the
     mean distance over the evaluation curve. The held-out goals are never run.
-    Writes ``<out>/config_selection.json``.
+    Writes ``<out>/config_selection.json``, keeping the configurations an earlier
+    call scored under the same protocol.
     """
     from joblib import Parallel, delayed
 
@@ -277,11 +279,17 @@ def select_config(args) -> dict:
         print(f"{name}: mean distance over the curve {curves.mean():.4f}, final "
               f"{curves[:, -1].mean():.4f}; curve "
               + " ".join(f"{v:.3f}" for v in curves.mean(0)))
+    path = Path(args.out) / "config_selection.json"
+    protocol = {"validation_goals_per_seed": args.validation_goals, "seeds": args.seeds,
+                "budget": args.budget, "eval_every": args.eval_every,
+                "eval_episodes": args.eval_episodes}
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if previous.get("protocol") == protocol:  # configurations scored by earlier calls stay
+        scores = {**previous["configs"], **scores}
     best = min(scores, key=lambda n: scores[n]["score"])
     print(f"best on the validation goals: {best}")
-    result = {"selected": best, "validation_goals_per_seed": args.validation_goals,
-              "seeds": args.seeds, "budget": args.budget, "configs": scores}
-    write_json_atomic(Path(args.out) / "config_selection.json", result)
+    result = {"selected": best, "protocol": protocol, "configs": scores}
+    write_json_atomic(path, result)
     return result
 
 

@@ -227,6 +227,9 @@ def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypat
     for item in result["configs"].values():  # 0, 500 and 1,000 steps of the quick budget
         assert len(item["distance_mean"]) == 3 and np.isfinite(item["score"])
     assert (tmp_path / "config_selection.json").exists()
+    again = bench.main(["--quick", "--seeds", "1", "--validation-goals", "1",
+                        "--out", str(tmp_path), "--select", "two-episode"])
+    assert again["configs"]["default"] == result["configs"]["default"]  # kept, not rerun
     heldout = bench.heldout_goals()
-    assert len(goals_run) == 2 and not any(np.isclose(heldout, g).all(1).any()
+    assert len(goals_run) == 3 and not any(np.isclose(heldout, g).all(1).any()
                                            for g in goals_run)
