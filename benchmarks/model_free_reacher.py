@@ -232,7 +232,7 @@ def run_seed(seed, streams, args) -> dict:
             "ml3_lr": ml3_lr}
 
 
-def _validation_curves(name: str, seed: int, args) -> list[list[float]]:
+def _validation_runs(name: str, seed: int, args) -> list[dict]:
     """ML3 with configuration ``name``'s loss on seed ``seed``'s validation goals."""
     from sklearn_ml3.experiments.harness import SeedStreams
 
@@ -240,7 +240,7 @@ def _validation_curves(name: str, seed: int, args) -> list[list[float]]:
     loss = LearnedLoss.load(loss_file(config_args(name, args)))
     streams = SeedStreams(seed, bench.name)
     sb3_seed = streams.seed_of("init")
-    return [train_run("ML3", g, sb3_seed, args.budget, args, loss, None)["distance"]
+    return [train_run("ML3", g, sb3_seed, args.budget, args, loss, None)
             for g in validation_goals(streams, args.validation_goals)]
 
 
@@ -265,14 +265,13 @@ def select_config(args) -> dict:
 
     losses = {name: meta_trained_loss(config_args(name, args)) for name in args.select}
     jobs = [(name, seed) for name in args.select for seed in range(args.seeds)]
-    outputs = Parallel(n_jobs=args.jobs)(delayed(_validation_curves)(name, seed, args)
+    outputs = Parallel(n_jobs=args.jobs)(delayed(_validation_runs)(name, seed, args)
                                          for name, seed in jobs)
     scores = {}
     for name in args.select:
-        curves = np.array([c for (n, _), out in zip(jobs, outputs, strict=True) if n == name
-                           for c in out])
-        scores[name] = {"score": float(curves.mean()),
-                        "steps": list(range(0, args.budget + 1, args.eval_every)),
+        runs = [r for (n, _), out in zip(jobs, outputs, strict=True) if n == name for r in out]
+        curves = np.array([r["distance"] for r in runs])
+        scores[name] = {"score": float(curves.mean()), "steps": runs[0]["steps"],
                         "distance_mean": curves.mean(0).tolist(),
                         "final_distance": float(curves[:, -1].mean()),
                         "meta_train_time_s": losses[name].meta_info_["meta_train_time_s"]}
@@ -296,7 +295,7 @@ def select_config(args) -> dict:
 def rollout_throughput(goals, repeats: int = 3) -> dict:
     """Environment steps per second of one policy's rollouts: MuJoCo envs one by one, the
     batched twin, and the twin scoring a whole ES population at once (one thread)."""
-    from rl.meta.model_free import ModelFreeProblem
+    from rl.meta.model_free import ModelFreeProblem, policy_loss_structure
     from sklearn_ml3.meta import differentiable_optimizer
 
     rng = np.random.default_rng(0)
@@ -309,19 +308,22 @@ def rollout_throughput(goals, repeats: int = 3) -> dict:
         for _ in range(repeats):
             problem.rollout(params, goals[0], rng)
         out[f"{name}, 10 episodes"] = 10 * 50 * repeats / (time.perf_counter() - start)
-    problem = ModelFreeProblem(ENV_ID, goals, rollout_episodes=2, batch_size=50, n_epochs=4,
+    # the default's ES scoring: 20 updates after one-episode rollouts, 4 full-batch steps each
+    problem = ModelFreeProblem(ENV_ID, goals, rollout_episodes=1, batch_size=50, n_epochs=4,
                                features="joint_frame", simulator="twin")
     loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs, hidden_layer_sizes=(),
-                       random_state=0, structure={"score_column": 12,
-                                                  "action_columns": [19, 20],
-                                                  "state_columns": [*range(10), *range(13, 19)]})
-    phis = torch.nn.utils.parameters_to_vector(loss.parameters()).detach().repeat(16, 1)
+                       random_state=0, structure=policy_loss_structure(
+                           "quadratic", problem.obs_dim, problem.act_dim, problem.goal_dim,
+                           problem.features))
+    members, tasks, updates = 16, 4, 20
+    phis = torch.nn.utils.parameters_to_vector(loss.parameters()).detach().repeat(members, 1)
     start = time.perf_counter()
-    problem.population_task_loss(loss, phis, problem.sample_tasks(4, rng), rng,
+    problem.population_task_loss(loss, phis, problem.sample_tasks(tasks, rng), rng,
                                  optimizer=differentiable_optimizer("adam", 1e-3),
-                                 inner_steps=80)
-    # 16 members x 4 goals x 11 rollouts of 100 steps, with the policy updates
-    out["twin, ES population (with updates)"] = 16 * 4 * 11 * 100 / (time.perf_counter() - start)
+                                 inner_steps=4 * updates)
+    # every member and goal: a rollout before each update and one after the last
+    steps = members * tasks * (updates + 1) * problem.horizon
+    out["twin, ES population (with updates)"] = steps / (time.perf_counter() - start)
     return out
 
 

@@ -356,13 +356,15 @@ class ML3(_LearnedLossMixin, OnPolicyAlgorithm):
                 warnings.warn("this LearnedLoss was not meta-trained on policies "
                               "(no meta_info_['policy']); ML3 falls back to default settings",
                               UserWarning, stacklevel=2)
-        trained_lr = info.get("inner_lr", 1e-3)
+        # the meta-trained lr, rescaled for this actor's width (see learning_rate above)
+        trained_lr = info.get("inner_lr", 1e-3) * _width_ratio(policy_info, policy_kwargs)
         if learning_rate is None:
-            learning_rate = trained_lr * _width_ratio(policy_info, policy_kwargs)
+            learning_rate = trained_lr
         elif isinstance(learning_rate, (int, float)) and learned_loss is not None and (
                 not 1 / 3 <= learning_rate / trained_lr <= 3):
-            warnings.warn(f"learning_rate {learning_rate} is far from the {trained_lr} the loss "
-                          "was meta-trained with", UserWarning, stacklevel=2)
+            warnings.warn(f"learning_rate {learning_rate} is far from the {trained_lr:.3g} the "
+                          "loss was meta-trained with (scaled to this actor's width)",
+                          UserWarning, stacklevel=2)
         self.optimizer_name = optimizer or info.get("inner_optimizer", "adam")
         # the torch.optim twin of the engine's differentiable inner optimizer
         optimizer_class, optimizer_kwargs = torch_optimizer_spec(self.optimizer_name)

@@ -85,6 +85,15 @@ def test_default_lr_follows_the_actor_width(learned_loss, net_arch, ratio):
     assert explicit.learning_rate == 0.05  # a given rate is never rescaled
 
 
+def test_lr_warning_compares_with_the_width_scaled_rate(learned_loss, recwarn):
+    lr = learned_loss.meta_info_["inner_lr"]
+    ML3("MlpPolicy", make_env(), learned_loss=learned_loss, learning_rate=lr / 4,
+        policy_kwargs={"net_arch": [256]})  # the 256-wide actor's own default: no warning
+    assert not [w for w in recwarn if "far from" in str(w.message)]
+    with pytest.warns(UserWarning, match="far from the 0.1 the loss"):
+        ML3("MlpPolicy", make_env(), learned_loss=learned_loss, learning_rate=lr / 4)
+
+
 def test_width_scaled_lr_survives_save_and_load(learned_loss, tmp_path):
     model = ML3("MlpPolicy", make_env(), learned_loss=learned_loss,
                 policy_kwargs={"net_arch": [256]})

@@ -230,6 +230,10 @@ def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypat
     again = bench.main(["--quick", "--seeds", "1", "--validation-goals", "1",
                         "--out", str(tmp_path), "--select", "two-episode"])
     assert again["configs"]["default"] == result["configs"]["default"]  # kept, not rerun
+    assert again["configs"]["default"]["steps"] == [0, 500, 1000]
+    other = bench.main(["--quick", "--seeds", "1", "--validation-goals", "1",
+                        "--eval-episodes", "2", "--out", str(tmp_path), "--select", "two-episode"])
+    assert set(other["configs"]) == {"two-episode"}  # another protocol: earlier scores dropped
     heldout = bench.heldout_goals()
-    assert len(goals_run) == 3 and not any(np.isclose(heldout, g).all(1).any()
+    assert len(goals_run) == 4 and not any(np.isclose(heldout, g).all(1).any()
                                            for g in goals_run)
