@@ -34,6 +34,7 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import warnings
@@ -65,7 +66,8 @@ VALIDATION_GOALS = 3
 #: no arguments (quadratic learned advantage, ES over whole runs on the batched twin);
 #: "classic" is an earlier default (free loss network, one-step backprop through one
 #: full-batch SGD step per 500-step MuJoCo rollout), kept as the ablation's baseline row;
-#: "two-episode" the default before 1-episode rollouts. ``--select`` scores them on the
+#: "two-episode" the default before 1-episode rollouts. A configuration without
+#: "n_meta_iter" runs the library's default number. ``--select`` scores them on the
 #: validation goals.
 CONFIGS = {
     "default": {},
@@ -73,7 +75,7 @@ CONFIGS = {
                 "rollout_episodes": 10, "rollouts_per_policy": 16, "meta_lr": 3e-3,
                 "loss_hidden_layer_sizes": (64, 64), "loss_structure": "free",
                 "simulator": "env", "meta_gradient": "backprop", "features": "plain",
-                "es_population": 32, "es_sigma": 0.05},
+                "es_population": 32, "es_sigma": 0.05, "n_meta_iter": 300},
     "advantage-es": {"loss_structure": "advantage", "loss_hidden_layer_sizes": (8,)},
     "quadratic-backprop": {"meta_gradient": "backprop", "inner_optimizer": "sgd",
                            "inner_lr": 0.1, "batch_size": None, "n_epochs": 1,
@@ -81,6 +83,8 @@ CONFIGS = {
     "two-episode": {"rollout_episodes": 2, "rollouts_per_policy": 10},
     "lr2e-3": {"inner_lr": 2e-3},
     "lr3e-3": {"inner_lr": 3e-3},
+    "200-iter": {"n_meta_iter": 200},
+    "population-32": {"n_meta_iter": 200, "es_population": 32},
 }
 #: Seeds of the protocol's goal draws, the same for every benchmark seed: meta-training
 #: goals and held-out goals (separate draws).
@@ -162,7 +166,7 @@ def meta_trained_loss(args) -> LearnedLoss:
         return LearnedLoss.load(path)
     loss = meta_train_policy_loss(ENV_ID, goals=training_goals(), random_state=0,
                                   checkpoint=Path(args.out) / f"meta_{args.config}.ckpt",
-                                  n_meta_iter=args.meta_iter, **CONFIGS[args.config])
+                                  **{**CONFIGS[args.config], "n_meta_iter": args.meta_iter})
     loss.save(path)
     return loss
 
@@ -372,7 +376,8 @@ bench.add_argument("--goals", type=int, default=10, help="held-out goals (defaul
 bench.add_argument("--budget", type=int, default=None,
                    help="env steps per run (default 8,000; --full 50,000)")
 bench.add_argument("--meta-iter", type=int, default=None,
-                   help="meta-iterations (default: 400, 300 for --config classic)")
+                   help="meta-iterations (default: the configuration's own, else the "
+                        "library's 400)")
 bench.add_argument("--config", default="default", choices=sorted(CONFIGS),
                    help="meta-training configuration (see CONFIGS)")
 bench.add_argument("--arch-goals", type=int, default=None,
@@ -393,7 +398,8 @@ def resolve(args):
     args.budget = args.budget or bench.budget(args, 8_000, full=50_000, quick=1_000)
     args.arch_goals = args.arch_goals or bench.budget(args, 5, full=10, quick=1)
     args.eval_every = args.eval_every or bench.budget(args, 500, full=2_500, quick=500)
-    default_iter = 300 if args.config == "classic" else 400
+    default_iter = CONFIGS[args.config].get(
+        "n_meta_iter", inspect.signature(meta_train_policy_loss).parameters["n_meta_iter"].default)
     args.meta_iter = args.meta_iter or bench.budget(args, default_iter, full=1_000, quick=2)
     if args.quick:
         args.goals = min(args.goals, 2)
@@ -440,7 +446,7 @@ def main(argv=None) -> dict:
         "protocol": {"goals": args.goals, "seeds": args.seeds, "budget": args.budget,
                      "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                      "ppo": {**PPO_TUNED, "normalize_obs": True}, "full": args.full,
-                     "meta_training": {"n_meta_iter": args.meta_iter, **CONFIGS[args.config],
+                     "meta_training": {**CONFIGS[args.config], "n_meta_iter": args.meta_iter,
                                        **PolicyLossInfo.of(loss, required=True).to_dict()},
                      "test_goals": heldout_goals(args.goals).tolist()},
         "meta_train_time_s": loss.meta_info_["meta_train_time_s"],

@@ -4,7 +4,10 @@ Each meta-iteration trains ``--tasks-per-iter`` optimizees of the paper's sine
 protocol (MLP 1-100-10-1, 100 points, loss network 2-50-50-1) one SGD step
 on the learned loss and back-propagates their task losses; with 2 processes
 (gloo, localhost, one torch thread each) each trains half of the tasks and
-one all-reduce sums the meta-gradient. Runs of the two sizes alternate, so a
+one all-reduce sums the meta-gradient. The ``reacher-es`` path is the default
+model-free meta-training of :func:`rl.meta_train_policy_loss` on ReacherGoal
+(evolution strategies, 16 members scoring whole runs on the batched twin;
+with 2 processes each scores 8). Runs of the two sizes alternate, so a
 change in the machine's load affects both; the load average is recorded, and
 so is each process's CPU time, which the load does not inflate: the 1-process
 CPU time over the busiest rank's is the speedup the split gives where every
@@ -12,6 +15,7 @@ process has a core of its own (communication waits excluded).
 
     python benchmarks/scaling.py                       # loop and vmap, 1 and 2 processes
     python benchmarks/scaling.py --n-meta-iter 20 --repeats 2
+    python benchmarks/scaling.py --paths reacher-es --n-meta-iter 10 --repeats 2
 
 Writes results/scaling/{results.json, report.md} with the harness's writer.
 It is not a seed loop on the harness: it times repeats of two process
@@ -36,16 +40,32 @@ import torch.multiprocessing as mp
 from sklearn_ml3 import LearnedLoss, MetaLossRegressor, SineTasks
 from sklearn_ml3.experiments.harness import write_results
 
+#: What each path meta-trains (the sine paths take ``--tasks-per-iter``).
+PROBLEMS = {
+    "loop": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1; looped",
+    "vmap": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1; vmap",
+    "reacher-es": "model-free ReacherGoal, meta_train_policy_loss defaults (ES, 16 members, "
+                  "4 goals, 1,000-step runs on the twin)",
+}
 TASKS = SineTasks(amplitude=(0.2, 5.0), phase=(-np.pi, np.pi), x_range=(-5.0, 5.0),
                   n_points=100)
 OPTIMIZEE = MetaLossRegressor(hidden_layer_sizes=(100, 10), lr=1e-3)
 
 
-def meta_fit(n_meta_iter: int, tasks_per_iter: int, vectorize: bool, seed: int) -> LearnedLoss:
+def meta_fit(path: str, n_meta_iter: int, tasks_per_iter: int, seed: int) -> LearnedLoss:
+    """Meta-train path ``path``'s problem for ``n_meta_iter`` iterations."""
+    if path == "reacher-es":
+        from rl import meta_train_policy_loss
+        from rl.envs import ReacherGoalEnv
+
+        # the model-free benchmark's 30 training goals, every other setting the default
+        goals = ReacherGoalEnv.sample_tasks(30, np.random.default_rng(1))
+        return meta_train_policy_loss("ml3/ReacherGoal-v0", goals=goals,
+                                      n_meta_iter=n_meta_iter, random_state=seed, verbose=0)
     loss = LearnedLoss(hidden_layer_sizes=(50, 50), random_state=seed)
     return loss.meta_fit(TASKS, estimator=OPTIMIZEE, n_meta_iter=n_meta_iter, inner_steps=1,
-                         tasks_per_iter=tasks_per_iter, vectorize=vectorize, random_state=seed,
-                         verbose=0)
+                         tasks_per_iter=tasks_per_iter, vectorize=path == "vmap",
+                         random_state=seed, verbose=0)
 
 
 def _rank_main(rank, world_size, port, args, out_file):
@@ -54,11 +74,11 @@ def _rank_main(rank, world_size, port, args, out_file):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world_size)
     try:
-        meta_fit(2, args.tasks_per_iter, args.vectorize, seed=1)  # warm-up, untimed
+        meta_fit(args.path, 2, args.tasks_per_iter, seed=1)  # warm-up, untimed
         if world_size > 1:
             dist.barrier()
         start, start_cpu = time.perf_counter(), time.process_time()
-        loss = meta_fit(args.n_meta_iter, args.tasks_per_iter, args.vectorize, seed=0)
+        loss = meta_fit(args.path, args.n_meta_iter, args.tasks_per_iter, seed=0)
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         phi = torch.cat([p.detach().reshape(-1) for p in loss.parameters()])
         Path(f"{out_file}.{rank}").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu,
@@ -93,13 +113,13 @@ def main() -> None:
     parser.add_argument("--tasks-per-iter", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paths", nargs="+", default=["loop", "vmap"],
-                        choices=["loop", "vmap"])
+                        choices=sorted(PROBLEMS))
     parser.add_argument("--out", type=Path, default=Path("results/scaling"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = (1, 2)
     results = {
-        "problem": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1",
+        "problems": {path: PROBLEMS[path] for path in args.paths},
         "settings": {"n_meta_iter": args.n_meta_iter, "tasks_per_iter": args.tasks_per_iter,
                      "inner_steps": 1, "repeats": args.repeats, "backend": "gloo",
                      "torch_threads_per_process": 1},
@@ -109,7 +129,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.paths:
-            args.vectorize = path == "vmap"
+            args.path = path
             runs = {n: [] for n in sizes}
             for repeat in range(args.repeats):
                 for n in sizes:
@@ -136,7 +156,8 @@ def main() -> None:
                 "max_weight_difference_between_runs": max_diff,
             }
     lines = ["# Scaling: meta-iterations per second", "",
-             f"{results['problem']}; {args.tasks_per_iter} tasks per meta-iteration, "
+             *[f"- {path}: {problem}" for path, problem in results["problems"].items()], "",
+             f"{args.tasks_per_iter} tasks per meta-iteration (sine), "
              f"{args.n_meta_iter} meta-iterations, median of {args.repeats} runs; "
              f"{os.cpu_count()} CPU cores, shared.", "",
              "| path | 1 process (it/s) | 2 processes (it/s) | speedup | efficiency | "
