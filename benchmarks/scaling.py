@@ -6,8 +6,8 @@ on the learned loss and back-propagates their task losses; with 2 processes
 (gloo, localhost, one torch thread each) each trains half of the tasks and
 one all-reduce sums the meta-gradient. The ``reacher-es`` path is the default
 model-free meta-training of :func:`rl.meta_train_policy_loss` on ReacherGoal
-(evolution strategies, 16 members scoring whole runs on the batched twin;
-with 2 processes each scores 8). Runs of the two sizes alternate, so a
+(evolution strategies, 32 members scoring whole runs on the batched twin;
+with 2 processes each scores 16). Runs of the two sizes alternate, so a
 change in the machine's load affects both; the load average is recorded, and
 so is each process's CPU time, which the load does not inflate: the 1-process
 CPU time over the busiest rank's is the speedup the split gives where every
@@ -44,7 +44,7 @@ from sklearn_ml3.experiments.harness import write_results
 PROBLEMS = {
     "loop": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1; looped",
     "vmap": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1; vmap",
-    "reacher-es": "model-free ReacherGoal, meta_train_policy_loss defaults (ES, 16 members, "
+    "reacher-es": "model-free ReacherGoal, meta_train_policy_loss defaults (ES, 32 members, "
                   "4 goals, 1,000-step runs on the twin)",
 }
 TASKS = SineTasks(amplitude=(0.2, 5.0), phase=(-np.pi, np.pi), x_range=(-5.0, 5.0),

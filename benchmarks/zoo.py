@@ -217,10 +217,11 @@ def build_reacher() -> LearnedLoss:
     from rl import meta_train_policy_loss
 
     # the shipped loss's settings: 2-episode rollouts, 10 updates per scored run, Adam at
-    # lr 1e-3 (meta_train_policy_loss now defaults to 1-episode rollouts, 20 per run)
+    # lr 1e-3, 400 meta-iterations (meta_train_policy_loss now defaults to 1-episode
+    # rollouts, 20 per run, 200 meta-iterations)
     return meta_train_policy_loss(REACHER, goals=_reacher_protocol().training_goals(),
                                   rollout_episodes=2, rollouts_per_policy=10, inner_lr=1e-3,
-                                  random_state=0, verbose=0)
+                                  n_meta_iter=400, random_state=0, verbose=0)
 
 
 def measure_reacher(loss: LearnedLoss, seed: int) -> dict:
