@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 from pathlib import Path
 
@@ -211,11 +212,17 @@ def test_joint_frame_features_match_the_model_based_ones_and_train_with_ml3():
         ModelFreeProblem("ml3/PointmassGoal-v0", [[0.5, 0.5]], features="joint_frame")
 
 
-def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypatch):
+def _reacher_benchmark():
+    """``benchmarks/model_free_reacher.py`` as a module."""
     path = Path(__file__).parents[2] / "benchmarks" / "model_free_reacher.py"
     spec = importlib.util.spec_from_file_location("model_free_reacher", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypatch):
+    bench = _reacher_benchmark()
     goals_run = []
     train_run = bench.train_run
     monkeypatch.setattr(bench, "train_run", lambda method, goal, *a, **k: (
@@ -237,3 +244,16 @@ def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypat
     heldout = bench.heldout_goals()
     assert len(goals_run) == 4 and not any(np.isclose(heldout, g).all(1).any()
                                            for g in goals_run)
+
+
+def test_reacher_configurations_pin_their_meta_iterations():
+    """A configuration's own n_meta_iter is its default; others run the library's, and
+    each reaches meta_train_policy_loss as a keyword it accepts."""
+    bench = _reacher_benchmark()
+    library = inspect.signature(meta_train_policy_loss).parameters
+    for name, config in bench.CONFIGS.items():
+        args = bench.resolve(bench.bench.parse_args(["--config", name]))
+        assert args.meta_iter == config.get("n_meta_iter", library["n_meta_iter"].default)
+        assert set(config) <= set(library), name
+    assert bench.resolve(bench.bench.parse_args(["--config", "400-iter", "--meta-iter",
+                                                 "7"])).meta_iter == 7
