@@ -90,6 +90,7 @@ CONFIGS = {
     "two-episode": {"rollout_episodes": 2, "rollouts_per_policy": 10, **ES_16_400},
     "lr2e-3": {"inner_lr": 2e-3, **ES_16_400},
     "lr3e-3": {"inner_lr": 3e-3, **ES_16_400},
+    "lr1.5e-3": {"inner_lr": 1.5e-3},
 }
 #: Seeds of the protocol's goal draws, the same for every benchmark seed: meta-training
 #: goals and held-out goals (separate draws).
