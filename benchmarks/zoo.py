@@ -216,12 +216,13 @@ def _reacher_protocol():
 def build_reacher() -> LearnedLoss:
     from rl import meta_train_policy_loss
 
-    # the shipped loss's settings: 2-episode rollouts, 10 updates per scored run, Adam at
-    # lr 1e-3, 400 meta-iterations (meta_train_policy_loss now defaults to 1-episode
-    # rollouts, 20 per run, 200 meta-iterations)
+    # the shipped loss's settings, all pinned so that later library defaults do not change
+    # it: 2-episode rollouts, 10 updates per scored run, Adam at lr 1e-3, 16 ES members for
+    # 400 meta-iterations (its meta_info_ records them)
     return meta_train_policy_loss(REACHER, goals=_reacher_protocol().training_goals(),
                                   rollout_episodes=2, rollouts_per_policy=10, inner_lr=1e-3,
-                                  n_meta_iter=400, random_state=0, verbose=0)
+                                  es_population=16, n_meta_iter=400, log_std_init=-0.5,
+                                  random_state=0, verbose=0)
 
 
 def measure_reacher(loss: LearnedLoss, seed: int) -> dict:
