@@ -45,7 +45,7 @@ PROBLEMS = {
     "loop": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1; looped",
     "vmap": "sine regression, MLP 1-100-10-1 optimizee, 100 points, loss 2-50-50-1; vmap",
     "reacher-es": "model-free ReacherGoal, meta_train_policy_loss defaults (ES, 32 members, "
-                  "4 goals, 1,000-step runs on the twin)",
+                  "4 goals, 2,000-step runs on the twin)",
 }
 TASKS = SineTasks(amplitude=(0.2, 5.0), phase=(-np.pi, np.pi), x_range=(-5.0, 5.0),
                   n_points=100)

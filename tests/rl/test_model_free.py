@@ -246,6 +246,30 @@ def test_reacher_config_selection_runs_only_validation_goals(tmp_path, monkeypat
                                            for g in goals_run)
 
 
+def test_reacher_config_rule_breaks_ties_by_speed_and_final_distance():
+    """The lowest score wins unless others are within one paired standard error of it;
+    among those, the fastest at 1,000 steps of the ones that end as close as the closest."""
+    choose = _reacher_benchmark().choose_config
+    steps = [0, 500, 1000, 1500]
+
+    def entry(*runs):  # runs: (after 500, after 1,000, final) per goal and seed
+        curves = np.array([[0.2, *run] for run in runs])
+        return {"score": float(curves.mean()), "steps": steps, "run_curves": curves.tolist(),
+                "distance_mean": curves.mean(0).tolist(),
+                "final_distance": float(curves[:, -1].mean())}
+
+    lowest = entry((0.10, 0.05, 0.010), (0.10, 0.05, 0.012), (0.10, 0.05, 0.011))
+    fast = entry((0.12, 0.03, 0.011), (0.11, 0.04, 0.012), (0.12, 0.03, 0.010))
+    drifting = entry((0.12, 0.03, 0.030), (0.06, 0.04, 0.032), (0.12, 0.03, 0.030))
+    slow = entry((0.20, 0.10, 0.010), (0.20, 0.09, 0.012), (0.20, 0.10, 0.011))
+    assert choose({"a": lowest, "b": fast}) == "b"  # a tie on the score: the faster
+    assert choose({"a": lowest, "b": drifting}) == "a"  # a tie and fast, but ends further
+    assert choose({"a": lowest, "c": slow}) == "a"  # clearly worse on the score
+    scored_earlier = {"score": 0.2, "steps": steps, "distance_mean": [0.2, 0.0, 0.0, 0.0],
+                      "final_distance": 0.0}  # no per-run curves: by its score alone
+    assert choose({"a": lowest, "d": scored_earlier}) == "a"
+
+
 def test_reacher_configurations_pin_their_meta_iterations():
     """A configuration's own n_meta_iter is its default; others run the library's, and
     each reaches meta_train_policy_loss as a keyword it accepts."""
