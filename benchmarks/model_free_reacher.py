@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -290,11 +291,14 @@ def choose_config(scores: dict) -> str:
     """
     def tied_with(best, names, value):
         reference = value(best)
+        if reference is None or len(reference) < 2:  # no standard error to tie within
+            return [best]
         out = [best]
         for name in names:
-            if name == best or reference is None or value(name) is None or len(reference) < 2:
-                continue  # no standard error from fewer than two runs
-            diff = value(name) - reference
+            runs = value(name)
+            if name == best or runs is None:
+                continue
+            diff = runs - reference
             if diff.mean() < diff.std(ddof=1) / np.sqrt(len(diff)):
                 out.append(name)
         return out
@@ -379,25 +383,30 @@ def rollout_throughput(goals, repeats: int = 3) -> dict:
         for _ in range(repeats):
             problem.rollout(params, goals[0], rng)
         out[f"{name}, 10 episodes"] = 10 * 50 * repeats / (time.perf_counter() - start)
-    # the default's ES scoring: its scored run of one-episode rollouts, 4 full-batch steps
-    # after each
-    library = inspect.signature(meta_train_policy_loss).parameters
-    problem = ModelFreeProblem(ENV_ID, goals, rollout_episodes=1, batch_size=50, n_epochs=4,
-                               features="joint_frame", simulator="twin",
-                               log_std_init=library["log_std_init"].default)
-    loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs, hidden_layer_sizes=(),
-                       random_state=0, structure=policy_loss_structure(
-                           "quadratic", problem.obs_dim, problem.act_dim, problem.goal_dim,
-                           problem.features))
-    members, tasks = library["es_population"].default, library["tasks_per_iter"].default
-    updates = library["rollouts_per_policy"].default
+    # the default's ES scoring: one population's scored runs, every setting the library's
+    default = {name: p.default for name, p in
+               inspect.signature(meta_train_policy_loss).parameters.items()}
+    problem = ModelFreeProblem(ENV_ID, goals, rollout_episodes=default["rollout_episodes"],
+                               batch_size=default["batch_size"], n_epochs=default["n_epochs"],
+                               log_std_init=default["log_std_init"], features="joint_frame",
+                               simulator="twin")
+    loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
+                       hidden_layer_sizes=default["loss_hidden_layer_sizes"], random_state=0,
+                       structure=policy_loss_structure(
+                           default["loss_structure"], problem.obs_dim, problem.act_dim,
+                           problem.goal_dim, problem.features))
+    members, tasks = default["es_population"], default["tasks_per_iter"]
+    updates = default["rollouts_per_policy"]
+    steps_per_update = problem.n_epochs * math.ceil(
+        problem.rollout_episodes * problem.horizon / problem.batch_size)
     phis = torch.nn.utils.parameters_to_vector(loss.parameters()).detach().repeat(members, 1)
     start = time.perf_counter()
-    problem.population_task_loss(loss, phis, problem.sample_tasks(tasks, rng), rng,
-                                 optimizer=differentiable_optimizer("adam", 1e-3),
-                                 inner_steps=4 * updates)
+    problem.population_task_loss(
+        loss, phis, problem.sample_tasks(tasks, rng), rng,
+        optimizer=differentiable_optimizer(default["inner_optimizer"], default["inner_lr"]),
+        inner_steps=steps_per_update * updates)
     # every member and goal: a rollout before each update and one after the last
-    steps = members * tasks * (updates + 1) * problem.horizon
+    steps = members * tasks * (updates + 1) * problem.rollout_episodes * problem.horizon
     out["twin, ES population (with updates)"] = steps / (time.perf_counter() - start)
     return out
 

@@ -270,6 +270,15 @@ def test_reacher_config_rule_breaks_ties_by_speed_and_final_distance():
     assert choose({"a": lowest, "d": scored_earlier}) == "a"
 
 
+def test_reacher_throughput_times_the_three_rollout_paths():
+    """MuJoCo, the twin, and the twin scoring one population with the library's defaults."""
+    bench = _reacher_benchmark()
+    out = bench.rollout_throughput(bench.training_goals()[:4], repeats=1)
+    assert set(out) == {"env, 10 episodes", "twin, 10 episodes",
+                        "twin, ES population (with updates)"}
+    assert all(np.isfinite(v) and v > 0 for v in out.values())
+
+
 def test_reacher_configurations_pin_their_meta_iterations():
     """A configuration's own n_meta_iter is its default; others run the library's, and
     each reaches meta_train_policy_loss as a keyword it accepts."""
