@@ -33,6 +33,7 @@ from rl.dynamics import DynamicsEnsemble
 from rl.meta.info import PolicyLossInfo
 from rl.meta.model_based import (
     FEATURE_SETS,
+    LOSS_STRUCTURES,
     env_spec,
     learned_rates,
     meta_train_model_based_loss,
@@ -59,17 +60,18 @@ CONFIGS = {
         # it gets at meta-test, phi updated after every one of them
         "meta": {"n_meta_iter": 400, "inner_steps": 40, "tasks_per_iter": 4,
                  "inner_lr": 0.1, "meta_lr": 3e-3, "features": "goal_frame",
-                 "learned_lr": True},
+                 "loss_structure": "free", "learned_lr": True},
         "full_meta": {"n_meta_iter": 1200},
         "n_updates": 40, "eval_every": 5, "lr_grid": LR_GRID,
     },
     "reacher": {
         "env_id": "ml3/ReacherGoal-v0",
         # the fingertip's goal direction seen from the joints (J(q)^T d frame);
-        # 200 meta-iterations were not enough for it, 600 were
+        # 200 meta-iterations were not enough for it, 600 were; a loss that is a
+        # learned controller in that frame (quadratic) carries over to the left
         "meta": {"n_meta_iter": 600, "inner_steps": 40, "tasks_per_iter": 4,
                  "inner_lr": 0.1, "meta_lr": 3e-3, "features": "joint_frame",
-                 "learned_lr": True},
+                 "loss_structure": "quadratic", "learned_lr": True},
         "full_meta": {"n_meta_iter": 1200},
         "n_updates": 40, "eval_every": 5, "lr_grid": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
     },
@@ -83,6 +85,8 @@ bench.add_argument("--inner-lr", type=float, default=None,
                    help="policy SGD step size (default: the env's CONFIGS entry)")
 bench.add_argument("--features", default=None, choices=FEATURE_SETS,
                    help="loss features (default: the env's CONFIGS entry)")
+bench.add_argument("--loss-structure", default=None, choices=LOSS_STRUCTURES,
+                   help="the loss's shape (default: the env's CONFIGS entry)")
 bench.add_argument("--unroll", type=int, default=None,
                    help="policy updates per meta-gradient (default 1)")
 bench.add_argument("--meta-iter", type=int, default=None,
@@ -95,6 +99,7 @@ def meta_options(args) -> dict:
     cfg = CONFIGS[args.env]
     meta = dict(cfg["meta"], **(cfg["full_meta"] if args.full else {}))
     for key, value in (("inner_lr", args.inner_lr), ("features", args.features),
+                       ("loss_structure", args.loss_structure),
                        ("unroll", args.unroll), ("n_meta_iter", args.meta_iter)):
         if value is not None:
             meta[key] = value

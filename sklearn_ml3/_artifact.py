@@ -146,9 +146,9 @@ def check_config(config, source="LearnedLoss config") -> dict[str, Any]:
          and (config["kind"] == "regression" or config["n_extra_inputs"] == 0),
          "a non-negative integer (non-zero only for kind='regression')")
     need("structure", _valid_structure(config["structure"], config["n_inputs"]),
-         "null, or for kind='features' an object with an integer 'score_column' and "
-         "optionally both 'action_columns' and 'state_columns' (distinct column indices "
-         "below n_inputs)")
+         "null, or for kind='features' an object with an integer 'score_column', with "
+         "both 'action_columns' and 'state_columns', or with all three (distinct column "
+         "indices below n_inputs)")
     return {**config, "hidden_layer_sizes": tuple(hidden)}
 
 
@@ -158,9 +158,10 @@ def _valid_structure(structure, n_inputs) -> bool:
     if not isinstance(structure, dict) or not _is_int(n_inputs):
         return False
     keys = set(structure)
-    if keys not in ({"score_column"}, {"score_column", "action_columns", "state_columns"}):
+    if keys not in ({"score_column"}, {"action_columns", "state_columns"},
+                    {"score_column", "action_columns", "state_columns"}):
         return False
-    columns = [structure["score_column"]]
+    columns = [structure["score_column"]] if "score_column" in keys else []
     for key in ("action_columns", "state_columns"):
         value = structure.get(key, [])
         if not isinstance(value, list) or (key in structure and not value):

@@ -24,6 +24,7 @@ from .networks import (
     ClassSharedLossNet,
     LearnedRateLossNet,
     PointwiseLossNet,
+    QuadraticLossNet,
     ScoreWeightedLossNet,
 )
 
@@ -131,7 +132,11 @@ class LearnedLoss(torch.nn.Module):
         advantage and every update a weighted likelihood step.
         ``"action_columns"`` and ``"state_columns"`` (lists of indices) make
         ``f`` quadratic in the action columns around a learned target of the
-        state columns. ``output`` is not used then.
+        state columns. The two without ``"score_column"`` make the loss
+        itself ``1/2 ||x[action_columns] - t(x[state_columns])||^2``
+        (:class:`~sklearn_ml3.networks.QuadraticLossNet`), a learned
+        controller for deterministic policies. ``output`` is not used with a
+        structure.
     random_state : int, numpy Generator or None
         Seeds the initial network weights and, unless overridden, the
         meta-training run.
@@ -194,11 +199,12 @@ class LearnedLoss(torch.nn.Module):
             raise ValueError("n_extra_inputs is only used with kind='regression'")
         if structure is not None and kind != "features":
             raise ValueError("structure is only used with kind='features'")
-        if structure is not None and (not isinstance(structure, dict) or set(structure) - {
-                "score_column", "action_columns", "state_columns"} or
-                "score_column" not in structure):
-            raise ValueError("structure must be a dict with 'score_column' and optionally "
-                             f"'action_columns' and 'state_columns', got {structure!r}")
+        if structure is not None and (not isinstance(structure, dict) or set(structure) not in (
+                {"score_column"}, {"action_columns", "state_columns"},
+                {"score_column", "action_columns", "state_columns"})):
+            raise ValueError("structure must be a dict with 'score_column', with "
+                             "'action_columns' and 'state_columns', or with all three, got "
+                             f"{structure!r}")
         self.kind = kind
         self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
         self.activation = activation
@@ -242,6 +248,9 @@ class LearnedLoss(torch.nn.Module):
             elif self.kind == "regression":
                 net = PointwiseLossNet(2 + self.n_extra_inputs, hidden, act, self.bias,
                                        self.output)
+            elif self.structure is not None and "score_column" not in self.structure:
+                net = QuadraticLossNet(self.n_inputs, hidden_layer_sizes=hidden,
+                                       activation=act, bias=self.bias, **self.structure)
             elif self.structure is not None:
                 net = ScoreWeightedLossNet(self.n_inputs, hidden_layer_sizes=hidden,
                                            activation=act, bias=self.bias, **self.structure)

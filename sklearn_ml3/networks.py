@@ -67,6 +67,58 @@ class PointwiseLossNet(nn.Module):
         return self.out(self.body(features)).squeeze(-1)
 
 
+def _checked_columns(n_inputs: int, *groups) -> None:
+    """Raise unless the column indices of ``groups`` are distinct and below ``n_inputs``."""
+    used = [int(i) for group in groups for i in group]
+    if len(set(used)) != len(used) or not all(0 <= i < n_inputs for i in used):
+        raise ValueError(f"columns must be distinct indices in [0, {n_inputs}), got "
+                         + ", ".join(str(list(g)) for g in groups))
+
+
+def _half_squared_distance(features: torch.Tensor, action_columns: torch.Tensor,
+                           target: torch.Tensor) -> torch.Tensor:
+    """``1/2 ||x[action_columns] - target||^2`` per row."""
+    return 0.5 * (features[..., action_columns] - target).pow(2).sum(-1)
+
+
+class QuadraticLossNet(nn.Module):
+    """A loss quadratic in some columns around a learned target of the others.
+
+    ``loss = 1/2 ||x[action_columns] - t(x[state_columns])||^2`` with ``t`` an
+    MLP. For a deterministic policy whose actions are the action columns, a
+    gradient step on this loss moves every action towards ``t`` of its state:
+    the loss is a learned controller that the policy regresses on. Unlike a
+    free network of the whole row, the loss's gradient with respect to the
+    action is linear in the action, so it keeps its shape wherever ``t``
+    extrapolates sensibly. The state columns must not depend on the action.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Features per row.
+    action_columns, state_columns : sequence of int
+        Distinct column indices.
+    hidden_layer_sizes, activation, bias
+        Hidden layers of ``t`` (``()`` is linear).
+    """
+
+    def __init__(self, n_inputs, action_columns, state_columns, hidden_layer_sizes,
+                 activation="relu", bias=True):
+        super().__init__()
+        _checked_columns(n_inputs, action_columns, state_columns)
+        self.register_buffer("action_columns", torch.tensor(list(action_columns)),
+                             persistent=False)
+        self.register_buffer("state_columns", torch.tensor(list(state_columns)),
+                             persistent=False)
+        self.target = make_mlp(len(state_columns), hidden_layer_sizes, len(action_columns),
+                               activation, bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-row loss, shape ``features.shape[:-1]``."""
+        return _half_squared_distance(features, self.action_columns,
+                                      self.target(features[..., self.state_columns]))
+
+
 class ScoreWeightedLossNet(nn.Module):
     """A learned weight times one column: ``loss = -x[score_column] * f(x)``.
 
@@ -113,11 +165,7 @@ class ScoreWeightedLossNet(nn.Module):
             self.weight = make_mlp(len(others), hidden_layer_sizes, 1, activation, bias)
             return
         action_columns, state_columns = list(action_columns), list(state_columns)
-        used = action_columns + state_columns + [self.score_column]
-        if len(set(used)) != len(used) or not all(0 <= i < n_inputs for i in used):
-            raise ValueError("score, action and state columns must be distinct indices in "
-                             f"[0, {n_inputs}), got {self.score_column}, {action_columns}, "
-                             f"{state_columns}")
+        _checked_columns(n_inputs, [self.score_column], action_columns, state_columns)
         self.register_buffer("action_columns", torch.tensor(action_columns), persistent=False)
         self.register_buffer("state_columns", torch.tensor(state_columns), persistent=False)
         self.weight = make_mlp(len(state_columns), hidden_layer_sizes, len(action_columns),
@@ -128,8 +176,7 @@ class ScoreWeightedLossNet(nn.Module):
         state = features[..., self.state_columns]
         if self.action_columns is None:
             return self.weight(state).squeeze(-1)
-        target = self.weight(state)
-        return -0.5 * (features[..., self.action_columns] - target).pow(2).sum(-1)
+        return -_half_squared_distance(features, self.action_columns, self.weight(state))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Per-row loss, shape ``features.shape[:-1]``."""

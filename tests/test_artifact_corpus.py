@@ -106,6 +106,17 @@ CORPUS = {
     "n_inputs on regression": (edit_config(n_inputs=3), "field 'config.n_inputs'"),
     "n_extra_inputs negative": (edit_config(n_extra_inputs=-1), "config.n_extra_inputs"),
     "features without n_inputs": (edit_config(kind="features"), "field 'config.n_inputs'"),
+    "structure without state columns": (
+        edit_config(kind="features", n_inputs=2, structure={"action_columns": [1]}),
+        "field 'config.structure'"),
+    "structure columns overlap": (
+        edit_config(kind="features", n_inputs=2,
+                    structure={"action_columns": [0], "state_columns": [0]}),
+        "field 'config.structure'"),
+    "structure column out of range": (
+        edit_config(kind="features", n_inputs=2,
+                    structure={"action_columns": [2], "state_columns": [0]}),
+        "field 'config.structure'"),
     "unknown config key": (edit_config(meta_history_=[1.0, 2.0]),
                            r"field 'config': unknown keys \['meta_history_'\]"),
     # meta_info the library reads

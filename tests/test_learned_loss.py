@@ -68,6 +68,28 @@ def test_features_loss_concatenates_its_inputs():
         loss(torch.randn(4, 3))
 
 
+def test_quadratic_structure_is_a_learned_controller_and_round_trips(tmp_path):
+    structure = {"action_columns": [4, 5], "state_columns": [0, 1, 2, 3]}
+    loss = LearnedLoss(kind="features", n_inputs=6, hidden_layer_sizes=(8,), bias=True,
+                       structure=structure, learned_lr=True, random_state=0)
+    x = torch.randn(7, 6, generator=torch.Generator().manual_seed(0))
+    target = loss.network_.loss.target(x[:, :4])
+    torch.testing.assert_close(loss.per_sample(x), 0.5 * (x[:, 4:] - target).pow(2).sum(-1))
+    # the gradient pulls each action towards the target of its state
+    a = x[:, 4:].clone().requires_grad_(True)
+    loss.per_sample(torch.cat([x[:, :4], a], 1)).sum().backward()
+    torch.testing.assert_close(a.grad, (x[:, 4:] - target).detach())
+    assert f"structure={structure}" in repr(loss)
+    loaded = LearnedLoss.load(loss.save(tmp_path / "controller.ml3"))
+    assert loaded.structure == structure and loaded.get_config() == loss.get_config()
+    torch.testing.assert_close(loaded(x), loss(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="distinct"):
+        LearnedLoss(kind="features", n_inputs=6,
+                    structure={"action_columns": [4, 5], "state_columns": [3, 4]})
+    with pytest.raises(ValueError, match="structure must be a dict"):
+        LearnedLoss(kind="features", n_inputs=6, structure={"action_columns": [4, 5]})
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

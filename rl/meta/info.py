@@ -42,7 +42,8 @@ class PolicyLossInfo:
     inputs : tuple of str, optional
         The loss's inputs, in order (model-free).
     loss_structure : str, optional
-        The loss's structure option (model-free).
+        The loss's shape: ``"quadratic"``, ``"advantage"`` or ``"free"``
+        (model-free), ``"free"`` or ``"quadratic"`` (model-based).
     simulator : str, optional
         The rollout simulator (model-free).
     log_std_init : float, optional

@@ -56,6 +56,7 @@ from rl.meta.model_based_problem import ModelBasedProblem, _Rollouts  # noqa: F4
 from rl.meta.model_based_spec import (  # noqa: F401  (re-exported)
     ENV_SPECS,
     FEATURE_SETS,
+    LOSS_STRUCTURES,
     START_SEED,
     GoalEnvSpec,
     GoalPolicy,
@@ -64,8 +65,10 @@ from rl.meta.model_based_spec import (  # noqa: F401  (re-exported)
     _goal_env_spec,
     _small_output,
     default_feature_set,
+    default_loss_structure,
     env_spec,
     feature_set_of,
+    goal_loss_structure,
     loss_features,
     n_loss_inputs,
 )
@@ -95,6 +98,7 @@ def meta_train_model_based_loss(
     initial_epochs: int = 100,
     model_member: str = "mean",
     features: str = "auto",
+    loss_structure: str = "auto",
     grad_clip: float | None = 10.0,
     learned_lr: bool = True,
     random_state=0,
@@ -145,6 +149,12 @@ def meta_train_model_based_loss(
     features : {"auto", "full", "relative", "goal_frame"}, default="auto"
         What the loss reads per time step (:func:`loss_features`); "auto" is
         the goal frame on PointmassGoal and the joint frame on ReacherGoal.
+    loss_structure : {"auto", "free", "quadratic"}, default="auto"
+        The loss's shape (:func:`goal_loss_structure`): a free network of the row,
+        or ``1/2 ||a - t_phi(rest of the row)||^2``, a learned controller
+        that every update pulls the policy's actions towards (its layers
+        have biases). "auto" is quadratic with the joint-frame features
+        (ReacherGoal) and free otherwise.
     grad_clip : float or None, default=10.0
         Clip of the meta-gradient norm.
     learned_lr : bool, default=True
@@ -177,10 +187,14 @@ def meta_train_model_based_loss(
                                     random_state=int(rng.integers(2**31 - 1)))
     problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden_sizes, model_member,
                                 features=features, random_state=int(rng.integers(2**31 - 1)))
+    columns = goal_loss_structure(spec, problem.features, loss_structure)
     problem.collect_random(n_random_episodes)
     problem.fit_dynamics(initial_epochs)
+    # without biases the controller's target is zero at the goal at rest and only
+    # scales along rays of the features; with them it measured far better on ReacherGoal
     loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec, problem.features),
                        hidden_layer_sizes=loss_hidden, output="softplus",
+                       bias=columns is not None, structure=columns,
                        learned_lr=learned_lr, random_state=int(rng.integers(2**31 - 1)))
 
     def refit(iteration: int, _value: float) -> None:
@@ -195,7 +209,8 @@ def meta_train_model_based_loss(
     loss.meta_info_["policy"] = PolicyLossInfo(
         env_id=env_id, paradigm="model_based",
         hidden_sizes=tuple(int(h) for h in problem.policy_hidden_sizes),
-        features=problem.features, horizon=int(spec.horizon)).to_dict()
+        features=problem.features, horizon=int(spec.horizon),
+        loss_structure="free" if columns is None else "quadratic").to_dict()
     loss.meta_info_["dynamics"] = dynamics.describe()
     return loss
 
@@ -203,6 +218,7 @@ def meta_train_model_based_loss(
 __all__ = [
     "ENV_SPECS",
     "FEATURE_SETS",
+    "LOSS_STRUCTURES",
     "GoalEnvSpec",
     "GoalPolicy",
     "ModelBasedProblem",
@@ -210,6 +226,7 @@ __all__ = [
     "feature_set_of",
     "learned_rates",
     "loss_features",
+    "goal_loss_structure",
     "meta_train_model_based_loss",
     "n_loss_inputs",
     "policy_trajectory",

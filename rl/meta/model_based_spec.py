@@ -221,6 +221,51 @@ def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
     return 1 + 2 * len(spec.velocity)
 
 
+#: Shapes of the model-based loss (see :func:`goal_loss_structure`).
+LOSS_STRUCTURES = ("free", "quadratic")
+
+
+def default_loss_structure(features: str) -> str:
+    """``"quadratic"`` for the joint-frame features, else ``"free"`` (what was measured best)."""
+    return "quadratic" if features == "joint_frame" else "free"
+
+
+def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "auto") -> dict | None:
+    """The :class:`~sklearn_ml3.LearnedLoss` ``structure`` of a model-based loss shape.
+
+    Parameters
+    ----------
+    spec : GoalEnvSpec
+    features : str
+        The feature set (:func:`loss_features`) the loss reads.
+    structure : {"auto", "free", "quadratic"}, default="auto"
+        ``"free"``: None, an unconstrained network of the whole row.
+        ``"quadratic"``: ``1/2 ||a - t_phi(rest of the row)||^2``, with ``a``
+        the action columns of the row (the action in the goal or joint frame
+        for those feature sets): the loss is a learned controller ``t_phi``
+        that each update moves the policy's actions towards. ``"auto"``:
+        :func:`default_loss_structure`.
+
+    Returns
+    -------
+    dict or None
+    """
+    features = _check_feature_set(spec, features)
+    structure = default_loss_structure(features) if structure == "auto" else structure
+    if structure not in LOSS_STRUCTURES:
+        raise ValueError(f"loss_structure must be 'auto' or one of {LOSS_STRUCTURES}, "
+                         f"got {structure!r}")
+    if structure == "free":
+        return None
+    n = n_loss_inputs(spec, features)
+    # where loss_features puts the action: after the state (without the position
+    # for "relative"), or in the last columns for the frame feature sets
+    first = {"full": spec.state_dim,
+             "relative": spec.state_dim - len(spec.position)}.get(features, n - spec.action_dim)
+    action = list(range(first, first + spec.action_dim))
+    return {"action_columns": action, "state_columns": [i for i in range(n) if i not in action]}
+
+
 def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
     """The feature set a loss reads: recorded at meta-training, else found from its width."""
     info = PolicyLossInfo.of(loss)
@@ -244,12 +289,15 @@ def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
 __all__ = [
     "ENV_SPECS",
     "FEATURE_SETS",
+    "LOSS_STRUCTURES",
     "START_SEED",
     "GoalEnvSpec",
     "GoalPolicy",
     "default_feature_set",
+    "default_loss_structure",
     "env_spec",
     "feature_set_of",
     "loss_features",
+    "goal_loss_structure",
     "n_loss_inputs",
 ]

@@ -8,8 +8,10 @@ from rl.dynamics import DynamicsEnsemble
 from rl.envs import pointmass_step
 from rl.meta.model_based import (
     FEATURE_SETS,
+    LOSS_STRUCTURES,
     ModelBasedProblem,
     env_spec,
+    goal_loss_structure,
     learned_rates,
     loss_features,
     meta_train_model_based_loss,
@@ -98,6 +100,7 @@ def test_meta_training_runs_the_mbrl_loop():
     assert isinstance(loss, LearnedLoss) and loss.n_inputs == n_loss_inputs(env_spec(PM))
     assert loss.meta_history_.shape == (6,) and np.isfinite(loss.meta_history_).all()
     assert loss.meta_info_["policy"]["env_id"] == PM
+    assert loss.meta_info_["policy"]["loss_structure"] == "free"  # "auto" on the point mass
     assert loss.meta_info_["problem"]["type"] == "model_based_rl"
     # 2 random episodes, 6 inner rollouts, and 2 refits adding exploratory rollouts
     assert dynamics.n_transitions_ > (2 + 6) * env_spec(PM).horizon
@@ -117,6 +120,51 @@ def test_meta_training_runs_the_mbrl_loop():
     assert rates.shape == (2,) and (rates > 0).all() and not np.allclose(rates, 1.0)
     assert learned_rates(loss, {k: v[0] for k, v in params.items()}, PM, goals[0])[0] == \
         pytest.approx(rates[0])
+
+
+@pytest.mark.parametrize("env_id", [PM, "ml3/ReacherGoal-v0"])
+def test_quadratic_structure_reads_exactly_the_action_columns(env_id):
+    """The controller's target must see every column but those that depend on the action."""
+    spec = env_spec(env_id)
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(9, spec.state_dim, generator=gen, dtype=torch.float64)
+    actions = torch.randn(9, spec.action_dim, generator=gen, dtype=torch.float64)
+    goal = torch.tensor([0.1, -0.1], dtype=torch.float64)
+    for features in FEATURE_SETS:
+        if features == ("joint_frame" if env_id == PM else "goal_frame"):
+            continue  # not defined on this env
+        columns = goal_loss_structure(spec, features, "quadratic")
+        rows = torch.cat(loss_features(spec, states, actions, goal, features), 1)
+        moved = torch.cat(loss_features(spec, states, actions + 0.5, goal, features), 1)
+        depends = [i for i in range(rows.shape[1]) if not torch.allclose(rows[:, i], moved[:, i])]
+        assert columns["action_columns"] == depends, features
+        assert sorted(columns["action_columns"] + columns["state_columns"]) == \
+            list(range(rows.shape[1]))
+        assert goal_loss_structure(spec, features, "free") is None
+    auto = "quadratic" if env_id != PM else "free"
+    assert (goal_loss_structure(spec, "auto") is None) == (auto == "free")
+    assert set(LOSS_STRUCTURES) == {"free", "quadratic"}
+    with pytest.raises(ValueError, match="loss_structure must be"):
+        goal_loss_structure(spec, "auto", "advantage")
+
+
+def test_quadratic_loss_meta_trains_saves_and_trains_policies(tmp_path):
+    loss = meta_train_model_based_loss(
+        PM, [[1.0, 0.0], [0.5, 0.8]], n_meta_iter=4, inner_steps=2, tasks_per_iter=1,
+        policy_hidden_sizes=(8,), loss_hidden=(8,), dynamics=_small_dynamics(),
+        n_random_episodes=2, initial_epochs=2, loss_structure="quadratic", random_state=0,
+        verbose=0)
+    assert loss.structure == goal_loss_structure(env_spec(PM), "goal_frame", "quadratic")
+    assert loss.bias and loss.meta_info_["policy"]["loss_structure"] == "quadratic"
+    untouched = LearnedLoss(**loss.get_config(), random_state=loss.random_state)
+    assert not torch.equal(loss.network_.loss.target[0].weight,
+                           untouched.network_.loss.target[0].weight)  # phi was meta-trained
+    loaded = LearnedLoss.load(loss.save(tmp_path / "controller.ml3"))
+    goal = [-1.0, 0.3]
+    _, before = train_policy_with_loss(loss, PM, goal, 3, random_state=0)
+    _, after = train_policy_with_loss(loaded, PM, goal, 3, random_state=0)
+    np.testing.assert_array_equal(before, after)
+    assert len(set(np.round(after, 6))) > 1  # the policy moved
 
 
 def test_learned_rate_scales_the_policy_step():
