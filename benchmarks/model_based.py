@@ -133,6 +133,9 @@ def run_seed(seed, streams, args) -> dict:
     test_init, val_init = streams.ints("init", 2)
     params_ml3, ml3 = train_policy_with_loss(loss, env_id, test_goals, n_updates,
                                              eval_every=every, random_state=test_init)
+    # the learned loss on the validation goals, where configurations are compared
+    ml3_validation = train_policy_with_loss(loss, env_id, val_goals, n_updates,
+                                            eval_every=n_updates, random_state=val_init)[1]
     # the learning-rate multiplier the loss outputs along the way (1 without learned_lr)
     rates = {}
     for k in sorted({0, min(5, n_updates), n_updates}):
@@ -168,6 +171,7 @@ def run_seed(seed, streams, args) -> dict:
                    "model_best_lr": model_curves(test_goals, record["best_lr"], test_init),
                    "model_step_size_control": model_curves(
                        test_goals, lr * step_size["control_lr_factor"], test_init)},
+        "validation": {"ml3_final": ml3_validation[:, -1]},
         "learned_rates": {str(k): v for k, v in rates.items()}, "baselines": [record],
         "step_size": step_size,
         "meta_history": loss.meta_history_,
@@ -235,6 +239,13 @@ def main(argv=None) -> dict:
         cells = [f"{s['all']['mean'][i]:.3f} ± {s['all']['std'][i]:.3f}" for i in cols]
         cells += [f"{s[r]['mean'][-1]:.3f} ± {s[r]['std'][-1]:.3f}" for r in ("right", "left")]
         report.append(f"| {label} | " + " | ".join(cells) + " |")
+    validation = np.array([r["validation"]["ml3_final"] for r in runs])  # (seeds, goals)
+    tuned_validation = [min(b["scores"].values()) for b in baselines]
+    report += ["", "On the 10 validation goals of each seed (where configurations are "
+               "compared; never the test goals), final distance after the last update: "
+               f"learned loss {fmt(stats(validation.mean(1)))} (right "
+               f"{validation[:, :5].mean():.3f}, left {validation[:, 5:].mean():.3f}), "
+               f"tuned baseline at its chosen lr {fmt(stats(tuned_validation))}."]
     keys = list(runs[0]["learned_rates"])
     rates = np.array([[np.mean(r["learned_rates"][k]) for k in keys] for r in runs])
     report += ["", "Learning-rate multiplier alpha output by the loss (step = lr * alpha; "
@@ -267,6 +278,8 @@ def main(argv=None) -> dict:
     early = cols[0]
     results = {"env_id": runs[0]["env_id"], "steps": steps, "summary": summary,
                "baselines": baselines, "step_size": step_size,
+               "validation": {"ml3_final": stats(validation.mean(1)),
+                              "tuned_final": stats(tuned_validation)},
                "meta_options": runs[0]["meta_options"],
                "meta_train_time_s": meta_cpu, "runs": runs,
                "headline": [{
