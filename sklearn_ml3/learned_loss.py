@@ -268,6 +268,9 @@ class LearnedLoss(torch.nn.Module):
                         module.weight.uniform_(-bound, bound, generator=generator)
                         if module.bias is not None:
                             module.bias.uniform_(-bound, bound, generator=generator)
+            core = net.loss if self.learned_lr else net
+            if isinstance(core, QuadraticLossNet):
+                core.zero_biases()
         if self.learned_lr:
             net.reset_rate()
         return net

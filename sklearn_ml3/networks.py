@@ -113,6 +113,19 @@ class QuadraticLossNet(nn.Module):
         self.target = make_mlp(len(state_columns), hidden_layer_sizes, len(action_columns),
                                activation, bias)
 
+    def zero_biases(self) -> None:
+        """Zero the target's biases, so that a fresh target has no random offset.
+
+        :class:`~sklearn_ml3.LearnedLoss` calls it after its uniform
+        initialisation: with random biases a fresh controller would push every
+        action by a random constant; with zero ones its target is zero at
+        zero inputs.
+        """
+        with torch.no_grad():
+            for module in self.target.modules():
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    module.bias.zero_()
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Per-row loss, shape ``features.shape[:-1]``."""
         return _half_squared_distance(features, self.action_columns,

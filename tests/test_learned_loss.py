@@ -72,6 +72,9 @@ def test_quadratic_structure_is_a_learned_controller_and_round_trips(tmp_path):
     structure = {"action_columns": [4, 5], "state_columns": [0, 1, 2, 3]}
     loss = LearnedLoss(kind="features", n_inputs=6, hidden_layer_sizes=(8,), bias=True,
                        structure=structure, learned_lr=True, random_state=0)
+    # a fresh controller has no random offset: zero biases, a zero target at zero inputs
+    assert all(not m.bias.any() for m in loss.network_.loss.target if hasattr(m, "bias"))
+    assert not loss.network_.loss.target(torch.zeros(1, 4)).any()
     x = torch.randn(7, 6, generator=torch.Generator().manual_seed(0))
     target = loss.network_.loss.target(x[:, :4])
     torch.testing.assert_close(loss.per_sample(x), 0.5 * (x[:, 4:] - target).pow(2).sum(-1))
