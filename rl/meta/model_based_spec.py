@@ -225,12 +225,7 @@ def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
 LOSS_STRUCTURES = ("free", "quadratic")
 
 
-def default_loss_structure(features: str) -> str:
-    """``"quadratic"`` for the joint-frame features, else ``"free"`` (what was measured best)."""
-    return "quadratic" if features == "joint_frame" else "free"
-
-
-def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "auto") -> dict | None:
+def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free") -> dict | None:
     """The :class:`~sklearn_ml3.LearnedLoss` ``structure`` of a model-based loss shape.
 
     Parameters
@@ -238,23 +233,20 @@ def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "auto
     spec : GoalEnvSpec
     features : str
         The feature set (:func:`loss_features`) the loss reads.
-    structure : {"auto", "free", "quadratic"}, default="auto"
+    structure : {"free", "quadratic"}, default="free"
         ``"free"``: None, an unconstrained network of the whole row.
         ``"quadratic"``: ``1/2 ||a - t_phi(rest of the row)||^2``, with ``a``
         the action columns of the row (the action in the goal or joint frame
         for those feature sets): the loss is a learned controller ``t_phi``
-        that each update moves the policy's actions towards. ``"auto"``:
-        :func:`default_loss_structure`.
+        that each update moves the policy's actions towards.
 
     Returns
     -------
     dict or None
     """
     features = _check_feature_set(spec, features)
-    structure = default_loss_structure(features) if structure == "auto" else structure
     if structure not in LOSS_STRUCTURES:
-        raise ValueError(f"loss_structure must be 'auto' or one of {LOSS_STRUCTURES}, "
-                         f"got {structure!r}")
+        raise ValueError(f"loss_structure must be one of {LOSS_STRUCTURES}, got {structure!r}")
     if structure == "free":
         return None
     n = n_loss_inputs(spec, features)
@@ -294,7 +286,6 @@ __all__ = [
     "GoalEnvSpec",
     "GoalPolicy",
     "default_feature_set",
-    "default_loss_structure",
     "env_spec",
     "feature_set_of",
     "loss_features",

@@ -100,7 +100,7 @@ def test_meta_training_runs_the_mbrl_loop():
     assert isinstance(loss, LearnedLoss) and loss.n_inputs == n_loss_inputs(env_spec(PM))
     assert loss.meta_history_.shape == (6,) and np.isfinite(loss.meta_history_).all()
     assert loss.meta_info_["policy"]["env_id"] == PM
-    assert loss.meta_info_["policy"]["loss_structure"] == "free"  # "auto" on the point mass
+    assert loss.meta_info_["policy"]["loss_structure"] == "free"  # the default
     assert loss.meta_info_["problem"]["type"] == "model_based_rl"
     # 2 random episodes, 6 inner rollouts, and 2 refits adding exploratory rollouts
     assert dynamics.n_transitions_ > (2 + 6) * env_spec(PM).horizon
@@ -141,8 +141,7 @@ def test_quadratic_structure_reads_exactly_the_action_columns(env_id):
         assert sorted(columns["action_columns"] + columns["state_columns"]) == \
             list(range(rows.shape[1]))
         assert goal_loss_structure(spec, features, "free") is None
-    auto = "quadratic" if env_id != PM else "free"
-    assert (goal_loss_structure(spec, "auto") is None) == (auto == "free")
+    assert goal_loss_structure(spec, "auto") is None  # free by default
     assert set(LOSS_STRUCTURES) == {"free", "quadratic"}
     with pytest.raises(ValueError, match="loss_structure must be"):
         goal_loss_structure(spec, "auto", "advantage")
