@@ -12,6 +12,9 @@ with the step-size control: the step-size diagnostic
 loss's gradient with the model task loss's along the learned loss's own
 meta-test training, and the task loss is run at lr x the norm ratio.
 Metric: real-environment final distance to the goal vs number of policy updates.
+The learned loss is also scored on the validation goals: configurations of
+the learned loss (``--loss-structure``, ``--features``, ...) are compared
+there, never on the test goals.
 
 Each seed is cached in ``results/model_based_<env>/runs/seed_<k>.json`` as
 soon as it is done, so an interrupted run resumes.
@@ -21,6 +24,7 @@ Usage::
     python benchmarks/model_based.py --env pointmass            # 5 seeds, ~2.5 min CPU/seed
     python benchmarks/model_based.py --env reacher              # 5 seeds, ~5 min CPU/seed
     python benchmarks/model_based.py --env pointmass --full     # longer meta-training
+    python benchmarks/model_based.py --env reacher --loss-structure quadratic --out DIR
 """
 
 from __future__ import annotations
