@@ -217,10 +217,22 @@ def plot_trajectories(run: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def default_out(args) -> Path:
+    """``results/model_based_<env>``, plus the variant's flags: a variant run without
+    ``--out`` must not replace the default run's results."""
+    parts = [f"model_based_{args.env}"]
+    for flag in ("inner_lr", "features", "loss_structure", "unroll", "meta_iter"):
+        if getattr(args, flag) is not None:
+            parts.append(f"{flag.replace('_', '-')}-{getattr(args, flag)}")
+    parts += [name for name, on in (("no-learned-lr", args.no_learned_lr), ("full", args.full),
+                                    ("quick", args.quick)) if on]
+    return Path("results") / "_".join(parts)
+
+
 def main(argv=None) -> dict:
     args = bench.parse_args(argv)
     if args.out == DEFAULT_OUT:
-        args.out = Path("results") / f"model_based_{args.env}"
+        args.out = default_out(args)
     runs = bench.run(run_seed, args)
     steps = runs[0]["steps"]
     summary = {m: {region: {"mean": np.mean([np.asarray(r["curves"][m])[sl].mean(0)

@@ -1,5 +1,8 @@
 """Model-based ML3: the problem, meta-training through the engine, meta-test helpers."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -298,3 +301,22 @@ def test_joint_frame_features_point_the_arm_towards_the_goal():
     torch.testing.assert_close(rows[3][:, 0], (actions * u).sum(-1), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="2-link arm"):
         loss_features(env_spec(PM), states[:, :4], actions, goal, "joint_frame")
+
+
+def test_benchmark_variants_write_beside_the_default_run():
+    """A variant run without --out must not replace the default run's results."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "model_based.py"
+    spec = importlib.util.spec_from_file_location("model_based_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def out(*flags):
+        return bench.default_out(bench.bench.parse_args(["--env", "reacher", *flags]))
+
+    assert out() == Path("results/model_based_reacher")
+    assert out("--loss-structure", "quadratic") == \
+        Path("results/model_based_reacher_loss-structure-quadratic")
+    assert out("--full", "--no-learned-lr") == \
+        Path("results/model_based_reacher_no-learned-lr_full")
+    assert len({out(), out("--quick"), out("--meta-iter", "100"), out("--unroll", "5"),
+                out("--inner-lr", "0.01"), out("--features", "relative")}) == 6
