@@ -288,7 +288,7 @@ __all__ = [
     "default_feature_set",
     "env_spec",
     "feature_set_of",
-    "loss_features",
     "goal_loss_structure",
+    "loss_features",
     "n_loss_inputs",
 ]
