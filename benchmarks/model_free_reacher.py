@@ -486,9 +486,19 @@ def resolve(args):
     return args
 
 
+def results_folder(args) -> Path:
+    """``--out``; for another configuration's held-out run without ``--out``,
+    ``results/model_free_reacher_<config>``, so that it never replaces the default run's."""
+    default_out = bench.parser.get_default("out")
+    if args.config != "default" and not args.select and Path(args.out) == default_out:
+        return default_out.with_name(f"{default_out.name}_{args.config}")
+    return Path(args.out)
+
+
 def main(argv=None) -> dict:
     args = resolve(bench.parse_args(argv))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    args.out = results_folder(args)
+    args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.select:
         return select_config(args)

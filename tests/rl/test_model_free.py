@@ -290,3 +290,16 @@ def test_reacher_configurations_pin_their_meta_iterations():
         assert set(config) <= set(library), name
     assert bench.resolve(bench.bench.parse_args(["--config", "400-iter", "--meta-iter",
                                                  "7"])).meta_iter == 7
+
+
+def test_another_configuration_writes_beside_the_default_run():
+    bench = _reacher_benchmark()
+
+    def folder(*flags):
+        return bench.results_folder(bench.bench.parse_args(list(flags)))
+
+    assert folder() == Path("results/model_free_reacher")
+    assert folder("--config", "meta-seed-1") == Path("results/model_free_reacher_meta-seed-1")
+    assert folder("--config", "meta-seed-1", "--out", "elsewhere") == Path("elsewhere")
+    # --select scores configurations beside the default run, where their losses are kept
+    assert folder("--select", "default", "log-std-1") == Path("results/model_free_reacher")
