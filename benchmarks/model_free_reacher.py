@@ -218,11 +218,17 @@ def validation_goals(streams, n: int) -> np.ndarray:
     return ReacherGoalEnv.sample_tasks(n, streams.rng("validation"))
 
 
+def curve_score(runs) -> float:
+    """The validation score of PPO's lr and of ML3's configuration: the runs' mean
+    distance over the evaluation curve."""
+    return float(np.mean([r["distance"] for r in runs]))
+
+
 def tune_ppo_lr(sb3_seed: int, goals, budget: int, schedule) -> dict:
-    """PPO's lr by the baseline rule on validation ``goals`` (mean distance over the curve)."""
+    """PPO's lr by the baseline rule on validation ``goals`` (:func:`curve_score`)."""
     def score(lr):
-        return float(np.mean([train_run("PPO", g, sb3_seed, budget, schedule, None, None,
-                                        {"learning_rate": lr})["distance"] for g in goals]))
+        return curve_score([train_run("PPO", g, sb3_seed, budget, schedule, None, None,
+                                      {"learning_rate": lr}) for g in goals])
 
     return tune_lr(score, PPO_LR_GRID, name="PPO (SB3), the protocol's settings",
                    selected_on=f"{len(goals)} validation goals from their own seed stream, "
@@ -341,7 +347,7 @@ def select_config(args) -> dict:
     for name in args.select:
         runs = [r for (n, _), out in zip(jobs, outputs, strict=True) if n == name for r in out]
         curves = np.array([r["distance"] for r in runs])
-        scores[name] = {"score": float(curves.mean()), "steps": runs[0]["steps"],
+        scores[name] = {"score": curve_score(runs), "steps": runs[0]["steps"],
                         "distance_mean": curves.mean(0).tolist(),
                         "final_distance": float(curves[:, -1].mean()),
                         # per run, in the order of (seed, validation goal): paired across
