@@ -256,7 +256,7 @@ def main(argv=None) -> dict:
         cells += [f"{s[r]['mean'][-1]:.3f} ± {s[r]['std'][-1]:.3f}" for r in ("right", "left")]
         report.append(f"| {label} | " + " | ".join(cells) + " |")
     validation = np.array([r["validation"]["ml3_final"] for r in runs])  # (seeds, goals)
-    tuned_validation = [min(b["scores"].values()) for b in baselines]
+    tuned_validation = [b["scores"][f"{b['best_lr']:g}"] for b in baselines]
     report += ["", "On the 10 validation goals of each seed (where configurations are "
                "compared; never the test goals), final distance after the last update: "
                f"learned loss {fmt(stats(validation.mean(1)))} (right "

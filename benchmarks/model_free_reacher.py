@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import time
 import warnings
 from pathlib import Path
@@ -403,14 +402,12 @@ def rollout_throughput(goals, repeats: int = 3) -> dict:
                            problem.goal_dim, problem.features))
     members, tasks = default["es_population"], default["tasks_per_iter"]
     updates = default["rollouts_per_policy"]
-    steps_per_update = problem.n_epochs * math.ceil(
-        problem.rollout_episodes * problem.horizon / problem.batch_size)
     phis = torch.nn.utils.parameters_to_vector(loss.parameters()).detach().repeat(members, 1)
     start = time.perf_counter()
     problem.population_task_loss(
         loss, phis, problem.sample_tasks(tasks, rng), rng,
         optimizer=differentiable_optimizer(default["inner_optimizer"], default["inner_lr"]),
-        inner_steps=steps_per_update * updates)
+        inner_steps=problem.steps_per_rollout * updates)
     # every member and goal: a rollout before each update and one after the last
     steps = members * tasks * (updates + 1) * problem.rollout_episodes * problem.horizon
     out["twin, ES population (with updates)"] = steps / (time.perf_counter() - start)

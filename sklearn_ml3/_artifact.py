@@ -37,6 +37,10 @@ METADATA_FIELDS = ("format", "format_version", "config", "meta_info", "dtype", "
 #: Constructor arguments stored in ``config``; ``learned_lr`` is absent from older files.
 CONFIG_FIELDS = ("kind", "hidden_layer_sizes", "activation", "bias", "output", "n_inputs",
                  "n_extra_inputs", "learned_lr", "structure")
+#: The key sets a loss ``structure`` may have: a score-weighted loss, a quadratic
+#: (controller) loss, or a score-weighted loss with a quadratic weight.
+STRUCTURE_KEYS = ({"score_column"}, {"action_columns", "state_columns"},
+                  {"score_column", "action_columns", "state_columns"})
 # files written before these options existed
 _CONFIG_DEFAULTS = {"learned_lr": False, "structure": None}
 _DTYPES = {"float32": ("F32", torch.float32), "float64": ("F64", torch.float64),
@@ -158,8 +162,7 @@ def _valid_structure(structure, n_inputs) -> bool:
     if not isinstance(structure, dict) or not _is_int(n_inputs):
         return False
     keys = set(structure)
-    if keys not in ({"score_column"}, {"action_columns", "state_columns"},
-                    {"score_column", "action_columns", "state_columns"}):
+    if keys not in STRUCTURE_KEYS:
         return False
     columns = [structure["score_column"]] if "score_column" in keys else []
     for key in ("action_columns", "state_columns"):

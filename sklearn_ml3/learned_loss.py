@@ -15,6 +15,7 @@ from ._artifact import (
     CONFIG_FIELDS,
     HISTORY_KEY,
     INPUT_KINDS,
+    STRUCTURE_KEYS,
     artifact_metadata,
     check_config,
     read_artifact,
@@ -199,9 +200,8 @@ class LearnedLoss(torch.nn.Module):
             raise ValueError("n_extra_inputs is only used with kind='regression'")
         if structure is not None and kind != "features":
             raise ValueError("structure is only used with kind='features'")
-        if structure is not None and (not isinstance(structure, dict) or set(structure) not in (
-                {"score_column"}, {"action_columns", "state_columns"},
-                {"score_column", "action_columns", "state_columns"})):
+        if structure is not None and (not isinstance(structure, dict)
+                                      or set(structure) not in STRUCTURE_KEYS):
             raise ValueError("structure must be a dict with 'score_column', with "
                              "'action_columns' and 'state_columns', or with all three, got "
                              f"{structure!r}")
@@ -268,11 +268,9 @@ class LearnedLoss(torch.nn.Module):
                         module.weight.uniform_(-bound, bound, generator=generator)
                         if module.bias is not None:
                             module.bias.uniform_(-bound, bound, generator=generator)
-            core = net.loss if self.learned_lr else net
-            if isinstance(core, QuadraticLossNet):
-                core.zero_biases()
-        if self.learned_lr:
-            net.reset_rate()
+            for module in net.modules():  # shapes that must start from a chosen point
+                if hasattr(module, "finish_init"):
+                    module.finish_init()
         return net
 
     @property

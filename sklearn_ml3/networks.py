@@ -113,7 +113,7 @@ class QuadraticLossNet(nn.Module):
         self.target = make_mlp(len(state_columns), hidden_layer_sizes, len(action_columns),
                                activation, bias)
 
-    def zero_biases(self) -> None:
+    def finish_init(self) -> None:
         """Zero the target's biases, so that a fresh target has no random offset.
 
         :class:`~sklearn_ml3.LearnedLoss` calls it after its uniform
@@ -236,8 +236,11 @@ class LearnedRateLossNet(nn.Module):
         self.loss = loss_net
         self.rate = make_mlp(n_features, hidden_layer_sizes, 1, activation, bias=True)
 
-    def reset_rate(self) -> None:
-        """Zero the rate head's last layer: multiplier exactly 1."""
+    def finish_init(self) -> None:
+        """Zero the rate head's last layer: multiplier exactly 1.
+
+        :class:`~sklearn_ml3.LearnedLoss` calls it after its uniform initialisation.
+        """
         with torch.no_grad():
             self.rate[-1].weight.zero_()
             self.rate[-1].bias.zero_()

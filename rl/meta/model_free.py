@@ -23,7 +23,6 @@ This module holds the entry point and re-exports the rest:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -251,9 +250,7 @@ def meta_train_policy_loss(
         env_kwargs=env_kwargs, normalize_inputs=normalize_inputs, action_penalty=action_penalty,
         features=features, simulator=simulator, n_epochs=n_epochs,
         task_loss_episodes=task_loss_episodes)
-    rows = problem.rollout_episodes * problem.horizon
-    per_rollout = int(n_epochs) * math.ceil(rows / problem.batch_size)
-    inner_steps = per_rollout * int(rollouts_per_policy)
+    inner_steps = problem.steps_per_rollout * int(rollouts_per_policy)
     if loss is None:
         loss = LearnedLoss(kind="features", n_inputs=problem.n_loss_inputs,
                            hidden_layer_sizes=loss_hidden_layer_sizes, bias=True,
@@ -265,7 +262,7 @@ def meta_train_policy_loss(
         raise ValueError(f"loss must be a LearnedLoss(kind='features', n_inputs="
                          f"{problem.n_loss_inputs}) for {env_id}")
     meta_train(loss, problem, n_meta_iter=n_meta_iter, inner_steps=inner_steps,
-               unroll=inner_steps if meta_gradient == "es" else per_rollout,
+               unroll=inner_steps if meta_gradient == "es" else problem.steps_per_rollout,
                tasks_per_iter=tasks_per_iter, inner_optimizer=inner_optimizer,
                inner_lr=inner_lr, meta_lr=meta_lr, grad_clip=grad_clip,
                meta_gradient=meta_gradient, es_population=es_population, es_sigma=es_sigma,
@@ -284,7 +281,7 @@ def meta_train_policy_loss(
         loss_structure=loss_structure,
         simulator=problem.simulator,
         log_std_init=float(problem.log_std_init),
-        rollout_steps=int(rows),
+        rollout_steps=problem.rollout_episodes * problem.horizon,
         batch_size=int(problem.batch_size),
         n_epochs=int(n_epochs),
         rollouts_per_policy=int(rollouts_per_policy),

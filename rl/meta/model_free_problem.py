@@ -219,6 +219,11 @@ class ModelFreeProblem:
         """Features per row of the learned loss: obs, action, log-prob, goal, extras."""
         return self.obs_dim + self.act_dim + 1 + self.goal_dim + EXTRA_FEATURES[self.features]
 
+    @property
+    def steps_per_rollout(self) -> int:
+        """Inner optimiser steps per rollout: ``n_epochs`` passes in mini-batches."""
+        return self.n_epochs * math.ceil(self.rollout_episodes * self.horizon / self.batch_size)
+
     # ------------------------------------------------------------- rollouts
     def rollout(self, params: Params, goal: np.ndarray, rng: np.random.Generator,
                 deterministic: bool = False) -> dict[str, torch.Tensor]:
@@ -307,7 +312,7 @@ class ModelFreeProblem:
             raise ValueError("population_task_loss does not support learned_lr losses")
         E, T = self.rollout_episodes, self.horizon
         rows = E * T
-        steps_per_rollout = self.n_epochs * math.ceil(rows / self.batch_size)
+        steps_per_rollout = self.steps_per_rollout
         if inner_steps % steps_per_rollout:
             raise ValueError(f"inner_steps ({inner_steps}) must be a multiple of the "
                              f"{steps_per_rollout} steps of one rollout")
