@@ -78,6 +78,16 @@ class TargetScaler(NamedTuple):
         return y_scaled * scale + shift
 
 
+def _checked_structure(structure: dict) -> dict:
+    """``structure`` with an int ``score_column`` and lists of int columns, or a ValueError."""
+    try:
+        return {k: int(v) if k == "score_column" else [int(i) for i in v]
+                for k, v in structure.items()}
+    except (TypeError, ValueError):
+        raise ValueError("structure columns must be an integer 'score_column' and lists of "
+                         f"integer indices, got {structure!r}") from None
+
+
 class LearnedLoss(torch.nn.Module):
     """A trainable loss function ``M_phi`` (ML3, Bechtle et al. 2020).
 
@@ -213,9 +223,7 @@ class LearnedLoss(torch.nn.Module):
         self.n_inputs = None if n_inputs is None else int(n_inputs)
         self.n_extra_inputs = int(n_extra_inputs)
         self.learned_lr = bool(learned_lr)
-        self.structure = None if structure is None else {
-            k: int(v) if k == "score_column" else [int(i) for i in v]
-            for k, v in structure.items()}
+        self.structure = None if structure is None else _checked_structure(structure)
         self.random_state = random_state
         self.reduction = _checked_reduction(reduction)
         self.meta_info_: dict[str, Any] = {}

@@ -101,6 +101,11 @@ def test_quadratic_structure_is_a_learned_controller_and_round_trips(tmp_path):
         (dict(n_inputs=3), "only used with kind='features'"),
         (dict(activation="swish"), "activation must be one of"),
         (dict(output="sigmoid"), "output must be one of"),
+        (dict(kind="features", n_inputs=6, structure={"action_columns": 4,
+                                                       "state_columns": [0, 1]}),
+         "structure columns must be"),
+        (dict(kind="features", n_inputs=6, structure={"score_column": "log_prob"}),
+         "structure columns must be"),
     ],
 )
 def test_bad_construction(kwargs, message):
