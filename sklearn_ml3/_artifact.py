@@ -40,7 +40,8 @@ CONFIG_FIELDS = ("kind", "hidden_layer_sizes", "activation", "bias", "output", "
 #: The key sets a loss ``structure`` may have: a score-weighted loss, a quadratic
 #: (controller) loss, or a score-weighted loss with a quadratic weight.
 STRUCTURE_KEYS = ({"score_column"}, {"action_columns", "state_columns"},
-                  {"score_column", "action_columns", "state_columns"})
+                  {"score_column", "action_columns", "state_columns"},
+                  {"action_columns", "error_columns", "state_columns"})
 # files written before these options existed
 _CONFIG_DEFAULTS = {"learned_lr": False, "structure": None}
 _DTYPES = {"float32": ("F32", torch.float32), "float64": ("F64", torch.float64),
@@ -165,7 +166,7 @@ def _valid_structure(structure, n_inputs) -> bool:
     if keys not in STRUCTURE_KEYS:
         return False
     columns = [structure["score_column"]] if "score_column" in keys else []
-    for key in ("action_columns", "state_columns"):
+    for key in ("action_columns", "error_columns", "state_columns"):
         value = structure.get(key, [])
         if not isinstance(value, list) or (key in structure and not value):
             return False

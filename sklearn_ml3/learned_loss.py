@@ -23,6 +23,7 @@ from ._artifact import (
 from ._utils import atomic_write, torch_generator
 from .networks import (
     ClassSharedLossNet,
+    FeedbackLossNet,
     LearnedRateLossNet,
     PointwiseLossNet,
     QuadraticLossNet,
@@ -146,8 +147,11 @@ class LearnedLoss(torch.nn.Module):
         state columns. The two without ``"score_column"`` make the loss
         itself ``1/2 ||x[action_columns] - t(x[state_columns])||^2``
         (:class:`~sklearn_ml3.networks.QuadraticLossNet`), a learned
-        controller for deterministic policies. ``output`` is not used with a
-        structure.
+        controller for deterministic policies. With ``"error_columns"``
+        added, the loss is ``-x[action_columns] . G(x[state_columns])
+        x[error_columns]`` (:class:`~sklearn_ml3.networks.FeedbackLossNet`),
+        a learned feedback gain ``G`` on an error. ``output`` is not used
+        with a structure.
     random_state : int, numpy Generator or None
         Seeds the initial network weights and, unless overridden, the
         meta-training run.
@@ -213,7 +217,8 @@ class LearnedLoss(torch.nn.Module):
         if structure is not None and (not isinstance(structure, dict)
                                       or set(structure) not in STRUCTURE_KEYS):
             raise ValueError("structure must be a dict with 'score_column', with "
-                             "'action_columns' and 'state_columns', or with all three, got "
+                             "'action_columns' and 'state_columns', with those two and "
+                             "'score_column' or 'error_columns', got "
                              f"{structure!r}")
         self.kind = kind
         self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
@@ -256,6 +261,9 @@ class LearnedLoss(torch.nn.Module):
             elif self.kind == "regression":
                 net = PointwiseLossNet(2 + self.n_extra_inputs, hidden, act, self.bias,
                                        self.output)
+            elif self.structure is not None and "error_columns" in self.structure:
+                net = FeedbackLossNet(self.n_inputs, hidden_layer_sizes=hidden,
+                                      activation=act, bias=self.bias, **self.structure)
             elif self.structure is not None and "score_column" not in self.structure:
                 net = QuadraticLossNet(self.n_inputs, hidden_layer_sizes=hidden,
                                        activation=act, bias=self.bias, **self.structure)

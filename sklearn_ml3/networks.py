@@ -132,6 +132,48 @@ class QuadraticLossNet(nn.Module):
                                       self.target(features[..., self.state_columns]))
 
 
+class FeedbackLossNet(nn.Module):
+    """A loss linear in the action columns, along a learned gain times an error.
+
+    ``loss = -x[action_columns] . G(x[state_columns]) x[error_columns]`` with
+    ``G`` an MLP whose output is read as an ``(n_action, n_error)`` matrix.
+    For a deterministic policy whose actions are the action columns, a
+    gradient step on this loss moves every action by ``G(state) error``: the
+    loss is a learned feedback law on the error columns (for example where a
+    rollout missed its goal), as in iterative learning control. The update
+    vanishes exactly where the error does, and scales with it, so it carries
+    over to errors larger than those seen in meta-training. The state and
+    error columns must not depend on the action.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Features per row.
+    action_columns, error_columns, state_columns : sequence of int
+        Distinct column indices.
+    hidden_layer_sizes, activation, bias
+        Hidden layers of ``G`` (``()`` is linear).
+    """
+
+    def __init__(self, n_inputs, action_columns, error_columns, state_columns,
+                 hidden_layer_sizes, activation="relu", bias=True):
+        super().__init__()
+        _checked_columns(n_inputs, action_columns, error_columns, state_columns)
+        for name, columns in (("action_columns", action_columns),
+                              ("error_columns", error_columns), ("state_columns", state_columns)):
+            self.register_buffer(name, torch.tensor(list(columns)), persistent=False)
+        self.shape = (len(action_columns), len(error_columns))
+        self.gain = make_mlp(len(state_columns), hidden_layer_sizes,
+                             self.shape[0] * self.shape[1], activation, bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-row loss, shape ``features.shape[:-1]``."""
+        gain = self.gain(features[..., self.state_columns])
+        gain = gain.reshape(*gain.shape[:-1], *self.shape)
+        push = (gain @ features[..., self.error_columns].unsqueeze(-1)).squeeze(-1)
+        return -(features[..., self.action_columns] * push).sum(-1)
+
+
 class ScoreWeightedLossNet(nn.Module):
     """A learned weight times one column: ``loss = -x[score_column] * f(x)``.
 

@@ -117,6 +117,14 @@ CORPUS = {
         edit_config(kind="features", n_inputs=2,
                     structure={"action_columns": [2], "state_columns": [0]}),
         "field 'config.structure'"),
+    "feedback structure, error overlaps the action": (
+        edit_config(kind="features", n_inputs=3, structure={
+            "action_columns": [2], "error_columns": [2], "state_columns": [0]}),
+        "field 'config.structure'"),
+    "feedback structure, empty error": (
+        edit_config(kind="features", n_inputs=3, structure={
+            "action_columns": [2], "error_columns": [], "state_columns": [0]}),
+        "field 'config.structure'"),
     "unknown config key": (edit_config(meta_history_=[1.0, 2.0]),
                            r"field 'config': unknown keys \['meta_history_'\]"),
     # meta_info the library reads

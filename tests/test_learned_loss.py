@@ -93,6 +93,32 @@ def test_quadratic_structure_is_a_learned_controller_and_round_trips(tmp_path):
         LearnedLoss(kind="features", n_inputs=6, structure={"action_columns": [4, 5]})
 
 
+def test_feedback_structure_moves_actions_by_a_learned_gain_times_the_error(tmp_path):
+    structure = {"action_columns": [4, 5], "error_columns": [2, 3], "state_columns": [0, 1]}
+    loss = LearnedLoss(kind="features", n_inputs=6, hidden_layer_sizes=(8,), bias=True,
+                       structure=structure, learned_lr=True, random_state=0)
+    x = torch.randn(7, 6, generator=torch.Generator().manual_seed(0))
+    gain = loss.network_.loss.gain(x[:, :2]).reshape(7, 2, 2)  # (action, error) per row
+    push = (gain @ x[:, 2:4, None])[..., 0]
+    torch.testing.assert_close(loss.per_sample(x), -(x[:, 4:] * push).sum(-1))
+    # the gradient step moves each action by G(state) error, and not at all without an error
+    a = x[:, 4:].clone().requires_grad_(True)
+    loss.per_sample(torch.cat([x[:, :4], a], 1)).sum().backward()
+    torch.testing.assert_close(a.grad, -push.detach())
+    a = x[:, 4:].clone().requires_grad_(True)
+    loss.per_sample(torch.cat([x[:, :2], torch.zeros(7, 2), a], 1)).sum().backward()
+    assert not a.grad.any()
+    loaded = LearnedLoss.load(loss.save(tmp_path / "feedback.ml3"))
+    assert loaded.structure == structure and loaded.get_config() == loss.get_config()
+    torch.testing.assert_close(loaded(x), loss(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="distinct"):
+        LearnedLoss(kind="features", n_inputs=6, structure={
+            "action_columns": [4, 5], "error_columns": [3, 4], "state_columns": [0, 1]})
+    with pytest.raises(ValueError, match="structure must be a dict"):
+        LearnedLoss(kind="features", n_inputs=6,
+                    structure={"action_columns": [4, 5], "error_columns": [2, 3]})
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

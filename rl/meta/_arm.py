@@ -33,9 +33,13 @@ def in_frame(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x * u).sum(-1), (x * w).sum(-1)], -1)
 
 
+def _length(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.sqrt((x**2).sum(-1, keepdim=True) + eps)
+
+
 def joint_frame(cos_q: torch.Tensor, sin_q: torch.Tensor, velocity: torch.Tensor,
                 offset: torch.Tensor, actions: torch.Tensor,
-                links=REACHER_LINKS) -> tuple[torch.Tensor, ...]:
+                links=REACHER_LINKS, outcome=None) -> tuple[torch.Tensor, ...]:
     """Joint-frame loss features of a 2-link arm, one row per time step.
 
     With ``d`` = ``offset`` (fingertip to goal), ``j = J(q)^T d``
@@ -43,9 +47,22 @@ def joint_frame(cos_q: torch.Tensor, sin_q: torch.Tensor, velocity: torch.Tensor
     ``(|d|, |j|, (qd.u, qd.w), (a.u, a.w))`` with shapes (T, 1), (T, 1),
     (T, 2), (T, 2): joint velocities and actions seen from the joint direction
     that moves the fingertip towards the goal.
+
+    ``outcome``, the ``(cos q, sin q, offset)`` of the trajectory's final
+    state (each of shape (2,)), adds how long until the rollout ends and where
+    it ended, before the actions: ``(1 - t / T, |d_T|, (j_T.u, j_T.w))`` with
+    ``T`` the number of rows and ``j_T = J(q_T)^T d_T``, the joint motion that
+    would move the final fingertip towards the goal, seen from each row's
+    frame. Like the other columns, these do not change when the whole problem
+    is rotated about the arm's base.
     """
-    distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
+    distance = _length(offset, 1e-6)
     direction = arm_jacobian_t(cos_q, sin_q, offset, links)
-    norm = torch.sqrt((direction**2).sum(-1, keepdim=True) + 1e-10)
-    u = direction / norm
-    return distance, norm, in_frame(u, velocity), in_frame(u, actions)
+    u = direction / _length(direction, 1e-10)
+    rows = [distance, _length(direction, 1e-10), in_frame(u, velocity)]
+    if outcome is not None:
+        final = [x.expand(len(offset), 2) for x in outcome]
+        steps = torch.arange(len(offset), dtype=offset.dtype, device=offset.device)
+        rows += [(1 - steps / len(offset))[:, None], _length(final[2], 1e-6),
+                 in_frame(u, arm_jacobian_t(*final, links))]
+    return (*rows, in_frame(u, actions))

@@ -57,6 +57,7 @@ from rl.meta.model_based_spec import (  # noqa: F401  (re-exported)
     ENV_SPECS,
     FEATURE_SETS,
     LOSS_STRUCTURES,
+    OUTCOME_FEATURE_SETS,
     START_SEED,
     GoalEnvSpec,
     GoalPolicy,
@@ -148,14 +149,19 @@ def meta_train_model_based_loss(
     features : {"auto", "full", "relative", "goal_frame"}, default="auto"
         What the loss reads per time step (:func:`loss_features`); "auto" is
         the goal frame on PointmassGoal and the joint frame on ReacherGoal.
-    loss_structure : {"free", "quadratic"}, default="free"
+    loss_structure : {"free", "quadratic", "homogeneous", "feedback"}, default="free"
         The loss's shape (:func:`goal_loss_structure`): a free network of the
         row, or ``1/2 ||a - t_phi(rest of the row)||^2``, a learned controller
         that every update pulls the policy's actions towards (its layers have
-        biases). On ReacherGoal the controller did not carry over to the
-        unseen half-plane better than the free loss; on PointmassGoal it
-        trains faster at first and ties it on validation goals
-        (docs/rl_model_based.md).
+        biases). ``"homogeneous"`` is that controller without biases: a ReLU
+        network with ``t_phi(c x) = c t_phi(x)`` for ``c > 0``, which pushes
+        twice as hard from twice as far, as a PD law does. ``"feedback"``
+        (with ``features="joint_frame_outcome"``) is ``-a . G_phi(s) e``: each
+        update moves the actions by a learned gain times the joint direction
+        ``e`` in which the rollout missed its goal. On ReacherGoal the
+        controller did not carry over to the unseen half-plane better than
+        the free loss; on PointmassGoal it trains faster at first and ties it
+        on validation goals (docs/rl_model_based.md).
     grad_clip : float or None, default=10.0
         Clip of the meta-gradient norm.
     learned_lr : bool, default=True
@@ -191,11 +197,11 @@ def meta_train_model_based_loss(
     columns = goal_loss_structure(spec, problem.features, loss_structure)
     problem.collect_random(n_random_episodes)
     problem.fit_dynamics(initial_epochs)
-    # the controller's layers have biases: without them its target only scales
-    # along rays of the features (measured no better on ReacherGoal)
+    # the free loss has no biases (as before the shapes were added); the
+    # controller and the feedback gain have them, the homogeneous controller not
     loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec, problem.features),
                        hidden_layer_sizes=loss_hidden, output="softplus",
-                       bias=columns is not None, structure=columns,
+                       bias=loss_structure in ("quadratic", "feedback"), structure=columns,
                        learned_lr=learned_lr, random_state=int(rng.integers(2**31 - 1)))
 
     def refit(iteration: int, _value: float) -> None:
@@ -211,7 +217,7 @@ def meta_train_model_based_loss(
         env_id=env_id, paradigm="model_based",
         hidden_sizes=tuple(int(h) for h in problem.policy_hidden_sizes),
         features=problem.features, horizon=int(spec.horizon),
-        loss_structure="free" if columns is None else "quadratic").to_dict()
+        loss_structure=loss_structure).to_dict()
     loss.meta_info_["dynamics"] = dynamics.describe()
     return loss
 
@@ -220,6 +226,7 @@ __all__ = [
     "ENV_SPECS",
     "FEATURE_SETS",
     "LOSS_STRUCTURES",
+    "OUTCOME_FEATURE_SETS",
     "GoalEnvSpec",
     "GoalPolicy",
     "ModelBasedProblem",

@@ -75,13 +75,15 @@ class _PolicyBatch:
 
     def apply_loss(self, loss: LearnedLoss, params: Params, goals_t: torch.Tensor
                    ) -> torch.Tensor:
-        states = torch.as_tensor(np.stack([r[0][:-1] for r in self.real(params)]),
-                                 dtype=torch.float32)
+        trajectories = torch.as_tensor(np.stack([r[0] for r in self.real(params)]),
+                                       dtype=torch.float32)
 
-        def one(p, s, g):
-            return loss(*loss_features(self.spec, s, self.rollouts.act(p, s, g), g, self.features))
+        def one(p, trajectory, g):
+            s = trajectory[:-1]
+            return loss(*loss_features(self.spec, s, self.rollouts.act(p, s, g), g, self.features,
+                                       final_state=trajectory[-1]))
 
-        return torch.func.vmap(one)(params, states, goals_t).sum()
+        return torch.func.vmap(one)(params, trajectories, goals_t).sum()
 
     def through_model(self, dynamics: DynamicsEnsemble) -> TaskObjective:
         """The baseline's objective: summed final distances through ``dynamics`` (frozen copy)."""
@@ -296,10 +298,11 @@ def learned_rates(loss: LearnedLoss, params: Params, env_id: str, goal, *,
     with torch.no_grad():
         for i, g in enumerate(goals):
             p = unstack_params(params, i)
-            states = torch.as_tensor(rollouts.real(p, g)[0][:-1], dtype=torch.float32)
-            goal_t = torch.as_tensor(g, dtype=torch.float32)
+            trajectory = torch.as_tensor(rollouts.real(p, g)[0], dtype=torch.float32)
+            states, goal_t = trajectory[:-1], torch.as_tensor(g, dtype=torch.float32)
             rates.append(float(loss.learning_rate(*loss_features(
-                spec, states, rollouts.act(p, states, goal_t), goal_t, features))))
+                spec, states, rollouts.act(p, states, goal_t), goal_t, features,
+                final_state=trajectory[-1]))))
     return np.asarray(rates)
 
 

@@ -196,7 +196,8 @@ class ModelBasedProblem:
         states_t = torch.as_tensor(states[:-1], dtype=torch.float32)
         # the same actions as in the rollout, now differentiable w.r.t. params
         actions_t = self.rollouts.act(params, states_t, task)
-        return loss_features(self.spec, states_t, actions_t, task, self.features)
+        return loss_features(self.spec, states_t, actions_t, task, self.features,
+                             final_state=torch.as_tensor(states[-1], dtype=torch.float32))
 
     def _remember(self, states, actions, goal, params) -> None:
         self.record(states, actions)

@@ -136,7 +136,9 @@ class GoalPolicy(nn.Module):
 
 
 #: Feature sets of the learned loss (see :func:`loss_features`).
-FEATURE_SETS = ("full", "relative", "goal_frame", "joint_frame")
+FEATURE_SETS = ("full", "relative", "goal_frame", "joint_frame", "joint_frame_outcome")
+#: Feature sets that also read the trajectory's final state.
+OUTCOME_FEATURE_SETS = ("joint_frame_outcome",)
 
 
 def default_feature_set(spec: GoalEnvSpec) -> str:
@@ -154,14 +156,15 @@ def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
     if features == "goal_frame" and spec.velocity is None:
         raise ValueError(f"goal-frame features need the position's velocity in the state; "
                          f"{spec.env_id} has none (use 'relative')")
-    if features == "joint_frame" and spec.arm_links is None:
+    if features in ("joint_frame", *OUTCOME_FEATURE_SETS) and spec.arm_links is None:
         raise ValueError(f"joint-frame features need a 2-link arm; {spec.env_id} is not one "
                          "(use 'goal_frame' or 'relative')")
     return features
 
 
 def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor,
-                  goal: torch.Tensor, features: str = "auto") -> tuple[torch.Tensor, ...]:
+                  goal: torch.Tensor, features: str = "auto",
+                  final_state: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Per-time-step inputs of the learned loss.
 
     Parameters
@@ -170,7 +173,8 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
     states : Tensor of shape (T, state_dim)
     actions : Tensor of shape (T, action_dim)
     goal : Tensor of shape (goal_dim,)
-    features : {"auto", "full", "relative", "goal_frame"}, default="auto"
+    features : {"auto", "full", "relative", "goal_frame", "joint_frame", \
+"joint_frame_outcome"}, default="auto"
         - ``"full"``: ``(state, action, goal, goal - position)``;
         - ``"relative"``: ``(state without position, action, goal - position)``:
           no absolute position or goal;
@@ -185,8 +189,18 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
           Jacobian), ``u = j / |j|`` and ``w`` its normal, the row is
           ``(|d|, |j|, qd.u, qd.w, a.u, a.w)``: joint velocities and torques
           seen from the direction that moves the fingertip towards the goal.
+        - ``"joint_frame_outcome"`` (2-link arms): the joint-frame row with
+          the time left and where the rollout ended inserted before the
+          actions, ``(|d|, |j|, qd.u, qd.w, 1 - t/T, |d_T|, j_T.u, j_T.w,
+          a.u, a.w)`` with ``d_T`` the final offset to the goal and ``j_T =
+          J(q_T)^T d_T`` (see :func:`rl.meta._arm.joint_frame`): every row
+          also sees which way the whole trajectory missed, as the task
+          loss's gradient does.
         - ``"auto"``: ``"goal_frame"`` where possible, then ``"joint_frame"``,
           else ``"relative"``.
+    final_state : Tensor of shape (state_dim,), optional
+        The trajectory's last state (after the last action); required by the
+        outcome feature sets, ignored by the others.
 
     Returns
     -------
@@ -201,9 +215,15 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
     if features == "relative":
         rest = [i for i in range(states.shape[-1]) if i not in position]
         return states[:, rest], actions, offset
-    if features == "joint_frame":  # arm state (cos q, sin q, qd, fingertip)
+    if features in ("joint_frame", *OUTCOME_FEATURE_SETS):  # (cos q, sin q, qd, fingertip)
+        outcome = None
+        if features in OUTCOME_FEATURE_SETS:
+            if final_state is None:
+                raise ValueError(f"features={features!r} reads the trajectory's final state; "
+                                 "pass final_state")
+            outcome = (final_state[0:2], final_state[2:4], goal[0] - final_state[position])
         return joint_frame(states[:, 0:2], states[:, 2:4], states[:, 4:6], offset, actions,
-                           spec.arm_links)
+                           spec.arm_links, outcome)
     distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
     u = offset / distance
     return distance, in_frame(u, states[:, list(spec.velocity)]), in_frame(u, actions)
@@ -218,11 +238,13 @@ def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
         return spec.state_dim - len(spec.position) + spec.action_dim + spec.goal_dim
     if features == "joint_frame":
         return 6
+    if features == "joint_frame_outcome":
+        return 10
     return 1 + 2 * len(spec.velocity)
 
 
 #: Shapes of the model-based loss (see :func:`goal_loss_structure`).
-LOSS_STRUCTURES = ("free", "quadratic")
+LOSS_STRUCTURES = ("free", "quadratic", "homogeneous", "feedback")
 
 
 def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free") -> dict | None:
@@ -233,12 +255,19 @@ def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free
     spec : GoalEnvSpec
     features : str
         The feature set (:func:`loss_features`) the loss reads.
-    structure : {"free", "quadratic"}, default="free"
+    structure : {"free", "quadratic", "homogeneous"}, default="free"
         ``"free"``: None, an unconstrained network of the whole row.
         ``"quadratic"``: ``1/2 ||a - t_phi(rest of the row)||^2``, with ``a``
         the action columns of the row (the action in the goal or joint frame
         for those feature sets): the loss is a learned controller ``t_phi``
         that each update moves the policy's actions towards.
+        ``"homogeneous"``: the same columns; the caller builds ``t_phi``
+        without biases (a ReLU network), so that ``t_phi(c x) = c t_phi(x)``
+        for ``c > 0``.
+        ``"feedback"`` (outcome feature sets only): ``-a . G_phi(s) e`` with
+        ``e`` the outcome's ``j_T`` columns (:class:`~sklearn_ml3.networks.
+        FeedbackLossNet`): every update moves the actions by a learned gain
+        times the joint direction in which the trajectory missed its goal.
 
     Returns
     -------
@@ -255,7 +284,15 @@ def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free
     first = {"full": spec.state_dim,
              "relative": spec.state_dim - len(spec.position)}.get(features, n - spec.action_dim)
     action = list(range(first, first + spec.action_dim))
-    return {"action_columns": action, "state_columns": [i for i in range(n) if i not in action]}
+    if structure != "feedback":
+        return {"action_columns": action,
+                "state_columns": [i for i in range(n) if i not in action]}
+    if features not in OUTCOME_FEATURE_SETS:
+        raise ValueError(f"loss_structure='feedback' reads where the trajectory ended; use "
+                         f"features in {OUTCOME_FEATURE_SETS}, got {features!r}")
+    error = [first - 2, first - 1]  # j_T in the row's frame, just before the action
+    return {"action_columns": action, "error_columns": error,
+            "state_columns": [i for i in range(n) if i not in action + error]}
 
 
 def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
@@ -271,7 +308,8 @@ def feature_set_of(loss: LearnedLoss, spec: GoalEnvSpec) -> str:
             continue
     widths = sorted({n_loss_inputs(spec, f) for f in FEATURE_SETS
                      if (f != "goal_frame" or spec.velocity is not None)
-                     and (f != "joint_frame" or spec.arm_links is not None)})
+                     and (f not in ("joint_frame", *OUTCOME_FEATURE_SETS)
+                          or spec.arm_links is not None)})
     raise ValueError(
         f"this loss reads {loss.n_inputs} features of kind {loss.kind!r}; a model-based "
         f"loss for {spec.env_id} reads {' or '.join(map(str, widths))} (see loss_features)"
@@ -282,6 +320,7 @@ __all__ = [
     "ENV_SPECS",
     "FEATURE_SETS",
     "LOSS_STRUCTURES",
+    "OUTCOME_FEATURE_SETS",
     "START_SEED",
     "GoalEnvSpec",
     "GoalPolicy",

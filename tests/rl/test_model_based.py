@@ -11,6 +11,7 @@ from rl.dynamics import DynamicsEnsemble
 from rl.envs import pointmass_step
 from rl.meta.model_based import (
     FEATURE_SETS,
+    OUTCOME_FEATURE_SETS,
     LOSS_STRUCTURES,
     ModelBasedProblem,
     env_spec,
@@ -87,7 +88,7 @@ def test_goal_frame_features_do_not_change_when_the_problem_is_rotated():
     full = torch.cat(loss_features(spec, states, actions, goal, "full"), 1)
     assert not torch.allclose(full, torch.cat(loss_features(
         spec, rotated_states, _rotate(actions, angle), rotated_goal, "full"), 1), atol=1e-2)
-    for features in set(FEATURE_SETS) - {"joint_frame"}:  # the point mass is no arm
+    for features in set(FEATURE_SETS) - {"joint_frame", *OUTCOME_FEATURE_SETS}:  # no arm
         rows = loss_features(spec, states, actions, goal, features)
         assert sum(t.shape[-1] for t in rows) == n_loss_inputs(spec, features)
     with pytest.raises(ValueError, match="velocity"):
@@ -133,19 +134,31 @@ def test_quadratic_structure_reads_exactly_the_action_columns(env_id):
     states = torch.randn(9, spec.state_dim, generator=gen, dtype=torch.float64)
     actions = torch.randn(9, spec.action_dim, generator=gen, dtype=torch.float64)
     goal = torch.tensor([0.1, -0.1], dtype=torch.float64)
-    for features in FEATURE_SETS:
-        if features == ("joint_frame" if env_id == PM else "goal_frame"):
-            continue  # not defined on this env
+    final = torch.randn(spec.state_dim, generator=gen, dtype=torch.float64)
+    not_defined = {"joint_frame", *OUTCOME_FEATURE_SETS} if env_id == PM else {"goal_frame"}
+    for features in set(FEATURE_SETS) - not_defined:
         columns = goal_loss_structure(spec, features, "quadratic")
-        rows = torch.cat(loss_features(spec, states, actions, goal, features), 1)
-        moved = torch.cat(loss_features(spec, states, actions + 0.5, goal, features), 1)
+        rows = torch.cat(loss_features(spec, states, actions, goal, features, final), 1)
+        moved = torch.cat(loss_features(spec, states, actions + 0.5, goal, features, final), 1)
         depends = [i for i in range(rows.shape[1]) if not torch.allclose(rows[:, i], moved[:, i])]
         assert columns["action_columns"] == depends, features
         assert sorted(columns["action_columns"] + columns["state_columns"]) == \
             list(range(rows.shape[1]))
+        assert goal_loss_structure(spec, features, "homogeneous") == columns
         assert goal_loss_structure(spec, features, "free") is None
+        if features not in OUTCOME_FEATURE_SETS:
+            with pytest.raises(ValueError, match="where the trajectory ended"):
+                goal_loss_structure(spec, features, "feedback")
+            continue
+        feedback = goal_loss_structure(spec, features, "feedback")
+        assert feedback["action_columns"] == columns["action_columns"]
+        # the error is J(q_T)^T d_T in the row's frame: the columns that move with the end
+        ended = torch.cat(loss_features(spec, states, actions, goal, features, final + 0.3), 1)
+        moves = [i for i in range(rows.shape[1]) if not torch.allclose(rows[:, i], ended[:, i])]
+        assert set(feedback["error_columns"]) < set(moves)
+        assert sorted(sum(feedback.values(), [])) == list(range(rows.shape[1]))
     assert goal_loss_structure(spec, "auto") is None  # free by default
-    assert set(LOSS_STRUCTURES) == {"free", "quadratic"}
+    assert set(LOSS_STRUCTURES) == {"free", "quadratic", "homogeneous", "feedback"}
     with pytest.raises(ValueError, match="loss_structure must be"):
         goal_loss_structure(spec, "auto", "advantage")
 
@@ -301,6 +314,56 @@ def test_joint_frame_features_point_the_arm_towards_the_goal():
     torch.testing.assert_close(rows[3][:, 0], (actions * u).sum(-1), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="2-link arm"):
         loss_features(env_spec(PM), states[:, :4], actions, goal, "joint_frame")
+
+
+def test_outcome_features_see_where_the_trajectory_ended_in_every_row():
+    """The outcome columns: time left, |d_T| and J(q_T)^T d_T in each row's frame, unchanged
+    by a base rotation."""
+    from rl.meta._arm import arm_jacobian_t, in_frame
+
+    spec = env_spec("ml3/ReacherGoal-v0")
+    gen = torch.Generator().manual_seed(1)
+    q = torch.rand(8, 2, generator=gen, dtype=torch.float64) * 6 - 3
+    qd = torch.randn(8, 2, generator=gen, dtype=torch.float64)
+    actions = torch.randn(7, 2, generator=gen, dtype=torch.float64)
+    goal = torch.tensor([0.12, 0.05], dtype=torch.float64)
+    l1, l2 = spec.arm_links
+
+    def arm_states(q):
+        tip = torch.stack([l1 * torch.cos(q[:, 0]) + l2 * torch.cos(q.sum(1)),
+                           l1 * torch.sin(q[:, 0]) + l2 * torch.sin(q.sum(1))], -1)
+        return torch.cat([torch.cos(q), torch.sin(q), qd, tip], -1)
+
+    def rows(q, goal):
+        trajectory = arm_states(q)
+        return loss_features(spec, trajectory[:-1], actions, goal, "joint_frame_outcome",
+                             final_state=trajectory[-1])
+
+    features = rows(q, goal)
+    assert [r.shape[-1] for r in features] == [1, 1, 2, 1, 1, 2, 2]
+    assert sum(r.shape[-1] for r in features) == n_loss_inputs(spec, "joint_frame_outcome")
+    joint = loss_features(spec, arm_states(q)[:-1], actions, goal, "joint_frame")
+    for before, now in zip(joint, features[:3] + features[6:], strict=True):
+        torch.testing.assert_close(before, now)  # the joint-frame row around the new columns
+    final = arm_states(q)[-1:]
+    miss = goal - final[:, 6:8]
+    time_left = torch.tensor([7, 6, 5, 4, 3, 2, 1], dtype=torch.float64) / 7
+    torch.testing.assert_close(features[3][:, 0], time_left)
+    torch.testing.assert_close(features[4][:, 0], miss.norm(dim=-1).expand(7), atol=1e-5,
+                               rtol=1e-5)
+    direction = arm_jacobian_t(arm_states(q)[:-1, 0:2], arm_states(q)[:-1, 2:4],
+                               goal - arm_states(q)[:-1, 6:8])
+    u = direction / direction.norm(dim=-1, keepdim=True)
+    final_direction = arm_jacobian_t(final[:, 0:2], final[:, 2:4], miss).expand(7, 2)
+    torch.testing.assert_close(features[5], in_frame(u, final_direction), atol=1e-5, rtol=1e-5)
+    # rotating the arm's base and the goal together changes nothing
+    angle = 2.0
+    turned = q + torch.tensor([angle, 0.0], dtype=torch.float64)
+    turned_goal = _rotate(goal[None], angle)[0]
+    for before, after in zip(features, rows(turned, turned_goal), strict=True):
+        torch.testing.assert_close(before, after)
+    with pytest.raises(ValueError, match="final_state"):
+        loss_features(spec, arm_states(q)[:-1], actions, goal, "joint_frame_outcome")
 
 
 def test_benchmark_variants_write_beside_the_default_run():
