@@ -11,6 +11,9 @@ with the step-size control: the step-size diagnostic
 (:func:`rl.meta.model_based.step_size_against_model`) compares the learned
 loss's gradient with the model task loss's along the learned loss's own
 meta-test training, and the task loss is run at lr x the norm ratio.
+On ReacherGoal the learned feedback loss is also compared with its hand-written
+counterpart, the identity gain (``-a . J(q_T)^T d_T``, iterative learning
+control), at the same lr and at its best lr by the same rule.
 Metric: real-environment final distance to the goal vs number of policy updates.
 The learned loss is also scored on the validation goals: configurations of
 the learned loss (``--loss-structure``, ``--features``, ...) are compared
@@ -39,6 +42,7 @@ from rl.meta.model_based import (
     FEATURE_SETS,
     LOSS_STRUCTURES,
     env_spec,
+    hand_written_feedback_loss,
     learned_rates,
     meta_train_model_based_loss,
     policy_trajectory,
@@ -70,14 +74,17 @@ CONFIGS = {
     },
     "reacher": {
         "env_id": "ml3/ReacherGoal-v0",
-        # the fingertip's goal direction seen from the joints (J(q)^T d frame);
-        # 200 meta-iterations were not enough for it, 600 were; a learned
-        # controller in that frame (--loss-structure quadratic) did no better
+        # the fingertip's goal direction seen from the joints (J(q)^T d frame)
+        # and where the rollout ended; a learned gain on that miss (feedback).
+        # The free loss and learned controllers of the joint frame alone did
+        # not carry over to the left half-plane (docs/rl_model_based.md)
         "meta": {"n_meta_iter": 600, "inner_steps": 40, "tasks_per_iter": 4,
-                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "joint_frame",
-                 "loss_structure": "free", "learned_lr": True},
+                 "inner_lr": 0.1, "meta_lr": 3e-3, "features": "joint_frame_outcome",
+                 "loss_structure": "feedback", "learned_lr": True},
         "full_meta": {"n_meta_iter": 1200},
         "n_updates": 40, "eval_every": 5, "lr_grid": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+        # the hand-written feedback loss -a . J(q_T)^T d_T (arms only)
+        "feedback_lr_grid": (0.03, 0.1, 0.3, 1.0, 3.0),
     },
 }
 DEFAULT_OUT = Path("results") / "model_based"
@@ -151,10 +158,26 @@ def run_seed(seed, streams, args) -> dict:
         return train_policy_with_model(dynamics, env_id, goals, n_updates, lr=model_lr,
                                        eval_every=every, random_state=init)[1]
 
+    selected_on = ("10 validation goals (5 per half-plane) from their own seed stream, "
+                   "real-environment final distance after the last update")
     record = tune_lr(lambda g: model_curves(val_goals, g, val_init)[:, -1].mean(),
-                     cfg["lr_grid"], name="task loss through the learned model (SGD)",
-                     selected_on="10 validation goals (5 per half-plane) from their own seed "
-                     "stream, real-environment final distance after the last update")
+                     cfg["lr_grid"], name=MODEL_BASELINE, selected_on=selected_on)
+    curves = {"ml3": ml3, "model_same_lr": model_curves(test_goals, lr, test_init),
+              "model_best_lr": model_curves(test_goals, record["best_lr"], test_init)}
+    baselines = [record]
+    if "feedback_lr_grid" in cfg:  # the learned feedback gain against the identity gain
+        feedback = hand_written_feedback_loss(env_id)
+
+        def feedback_curves(goals, feedback_lr, init):
+            return train_policy_with_loss(feedback, env_id, goals, n_updates, lr=feedback_lr,
+                                          eval_every=every, random_state=init)[1]
+
+        baselines.append(tune_lr(lambda g: feedback_curves(val_goals, g, val_init)[:, -1].mean(),
+                                 cfg["feedback_lr_grid"], name=FEEDBACK_BASELINE,
+                                 selected_on=selected_on))
+        curves["feedback_same_lr"] = feedback_curves(test_goals, lr, test_init)
+        curves["feedback_best_lr"] = feedback_curves(test_goals, baselines[-1]["best_lr"],
+                                                     test_init)
     step_size = step_size_against_model(loss, dynamics, env_id, test_goals, n_updates,
                                         random_state=test_init)
     hidden = PolicyLossInfo.of(loss, required=True).hidden_sizes
@@ -171,12 +194,10 @@ def run_seed(seed, streams, args) -> dict:
     return {
         "env_id": env_id, "meta_options": meta, "steps": steps, "lr": lr,
         "train_goals": train_goals, "test_goals": test_goals,
-        "curves": {"ml3": ml3, "model_same_lr": model_curves(test_goals, lr, test_init),
-                   "model_best_lr": model_curves(test_goals, record["best_lr"], test_init),
-                   "model_step_size_control": model_curves(
-                       test_goals, lr * step_size["control_lr_factor"], test_init)},
+        "curves": {**curves, "model_step_size_control": model_curves(
+            test_goals, lr * step_size["control_lr_factor"], test_init)},
         "validation": {"ml3_final": ml3_validation[:, -1]},
-        "learned_rates": {str(k): v for k, v in rates.items()}, "baselines": [record],
+        "learned_rates": {str(k): v for k, v in rates.items()}, "baselines": baselines,
         "step_size": step_size,
         "meta_history": loss.meta_history_,
         "meta_train_time_s": loss.meta_info_["meta_train_time_s"],
@@ -186,9 +207,13 @@ def run_seed(seed, streams, args) -> dict:
     }
 
 
+MODEL_BASELINE = "task loss through the learned model (SGD)"
+FEEDBACK_BASELINE = "hand-written feedback loss -a . J(q_T)^T d_T (SGD)"
 METHODS = {"ml3": "ML3 learned loss (real env, no model)",
            "model_same_lr": "task loss through learned model, same lr",
            "model_best_lr": "task loss through learned model, best lr (baseline rule)",
+           "feedback_same_lr": "hand-written feedback loss (real env), same lr",
+           "feedback_best_lr": "hand-written feedback loss (real env), best lr (baseline rule)",
            "model_step_size_control": "task loss through learned model, lr x norm ratio "
                                       "(step-size control)"}
 REGIONS = {"all": slice(None), "right": slice(0, 5), "left": slice(5, 10)}
@@ -235,11 +260,12 @@ def main(argv=None) -> dict:
         args.out = default_out(args)
     runs = bench.run(run_seed, args)
     steps = runs[0]["steps"]
+    methods = {m: label for m, label in METHODS.items() if m in runs[0]["curves"]}
     summary = {m: {region: {"mean": np.mean([np.asarray(r["curves"][m])[sl].mean(0)
                                              for r in runs], 0),
                             "std": np.std([np.asarray(r["curves"][m])[sl].mean(0)
                                            for r in runs], 0)}
-                   for region, sl in REGIONS.items()} for m in METHODS}
+                   for region, sl in REGIONS.items()} for m in methods}
     baselines = [{"seed": r["seed"], **b} for r in runs for b in r["baselines"]]
     cols = sorted({i for i in (1, 2, len(steps) // 2, len(steps) - 1) if 0 < i < len(steps)})
     meta_cpu = stats([r["meta_train_time_s"]["cpu"] for r in runs])
@@ -250,18 +276,23 @@ def main(argv=None) -> dict:
               "10-goal mean; right/left: the 5 goals of each half-plane):", "",
               "| method | " + " | ".join(f"{steps[i]} updates" for i in cols)
               + " | right, final | left, final |", "|---|" + "---|" * (len(cols) + 2)]
-    for m, label in METHODS.items():
+    for m, label in methods.items():
         s = summary[m]
         cells = [f"{s['all']['mean'][i]:.3f} ± {s['all']['std'][i]:.3f}" for i in cols]
         cells += [f"{s[r]['mean'][-1]:.3f} ± {s[r]['std'][-1]:.3f}" for r in ("right", "left")]
         report.append(f"| {label} | " + " | ".join(cells) + " |")
     validation = np.array([r["validation"]["ml3_final"] for r in runs])  # (seeds, goals)
-    tuned_validation = [b["scores"][f"{b['best_lr']:g}"] for b in baselines]
+    def tuned_validation(name):
+        return [b["scores"][f"{b['best_lr']:g}"] for b in baselines if b["name"] == name]
+
     report += ["", "On the 10 validation goals of each seed (where configurations are "
                "compared; never the test goals), final distance after the last update: "
                f"learned loss {fmt(stats(validation.mean(1)))} (right "
                f"{validation[:, :5].mean():.3f}, left {validation[:, 5:].mean():.3f}), "
-               f"tuned baseline at its chosen lr {fmt(stats(tuned_validation))}."]
+               f"tuned baseline at its chosen lr {fmt(stats(tuned_validation(MODEL_BASELINE)))}"
+               + (f", hand-written feedback loss at its chosen lr "
+                  f"{fmt(stats(tuned_validation(FEEDBACK_BASELINE)))}"
+                  if "feedback_best_lr" in methods else "") + "."]
     keys = list(runs[0]["learned_rates"])
     rates = np.array([[np.mean(r["learned_rates"][k]) for k in keys] for r in runs])
     report += ["", "Learning-rate multiplier alpha output by the loss (step = lr * alpha; "
@@ -289,13 +320,15 @@ def main(argv=None) -> dict:
         CurvePanel(f"{runs[0]['env_id']}: test goals ({region})", "policy updates",
                    "final distance to goal (real env)", steps,
                    {label: [np.asarray(r["curves"][m])[sl].mean(0) for r in runs]
-                    for m, label in METHODS.items() if m != "model_step_size_control"})
+                    for m, label in methods.items() if m != "model_step_size_control"})
         for region, sl in REGIONS.items()]}
     early = cols[0]
     results = {"env_id": runs[0]["env_id"], "steps": steps, "summary": summary,
                "baselines": baselines, "step_size": step_size,
                "validation": {"ml3_final": stats(validation.mean(1)),
-                              "tuned_final": stats(tuned_validation)},
+                              "tuned_final": stats(tuned_validation(MODEL_BASELINE)),
+                              **({"feedback_final": stats(tuned_validation(FEEDBACK_BASELINE))}
+                                 if "feedback_best_lr" in methods else {})},
                "meta_options": runs[0]["meta_options"],
                "meta_train_time_s": meta_cpu, "runs": runs,
                "headline": [{
@@ -311,7 +344,7 @@ def main(argv=None) -> dict:
                    "best_lr": at("model_best_lr", early),
                    "step_size_control": at("model_step_size_control", early),
                    "cosine": step_size["cosine"],
-                   "final": {m: at(m, last) for m in METHODS}}]}
+                   "final": {m: at(m, last) for m in methods}}]}
     written = bench.write(args, results, report + ["", "![trajectories](trajectories.png)"],
                           figures)
     plot_trajectories(runs[0], args.out / "trajectories.png")

@@ -46,6 +46,7 @@ from rl.meta.model_based_eval import (  # noqa: F401  (re-exported)
     _meta_test_policies,
     _PolicyBatch,
     _stacked_policies,
+    hand_written_feedback_loss,
     learned_rates,
     policy_trajectory,
     step_size_against_model,
@@ -66,6 +67,7 @@ from rl.meta.model_based_spec import (  # noqa: F401  (re-exported)
     _goal_env_spec,
     _small_output,
     default_feature_set,
+    default_loss_structure,
     env_spec,
     feature_set_of,
     goal_loss_structure,
@@ -98,7 +100,7 @@ def meta_train_model_based_loss(
     initial_epochs: int = 100,
     model_member: str = "mean",
     features: str = "auto",
-    loss_structure: str = "free",
+    loss_structure: str = "auto",
     grad_clip: float | None = 10.0,
     learned_lr: bool = True,
     random_state=0,
@@ -146,11 +148,15 @@ def meta_train_model_based_loss(
         Epochs of each refit and of the first fit.
     model_member : {"mean", "random"}, default="mean"
         Which model the task loss rolls out through.
-    features : {"auto", "full", "relative", "goal_frame"}, default="auto"
+    features : {"auto", "full", "relative", "goal_frame", "joint_frame", \
+"joint_frame_outcome"}, default="auto"
         What the loss reads per time step (:func:`loss_features`); "auto" is
-        the goal frame on PointmassGoal and the joint frame on ReacherGoal.
-    loss_structure : {"free", "quadratic", "homogeneous", "feedback"}, default="free"
-        The loss's shape (:func:`goal_loss_structure`): a free network of the
+        the goal frame on PointmassGoal and the joint frame with the
+        rollout's outcome on ReacherGoal.
+    loss_structure : {"auto", "free", "quadratic", "homogeneous", "feedback"}, default="auto"
+        The loss's shape (:func:`goal_loss_structure`); "auto" is "feedback"
+        with the outcome features (ReacherGoal) and "free" otherwise
+        (PointmassGoal). A free network of the
         row, or ``1/2 ||a - t_phi(rest of the row)||^2``, a learned controller
         that every update pulls the policy's actions towards (its layers have
         biases). ``"homogeneous"`` is that controller without biases: a ReLU
@@ -158,10 +164,10 @@ def meta_train_model_based_loss(
         twice as hard from twice as far, as a PD law does. ``"feedback"``
         (with ``features="joint_frame_outcome"``) is ``-a . G_phi(s) e``: each
         update moves the actions by a learned gain times the joint direction
-        ``e`` in which the rollout missed its goal. On ReacherGoal the
-        controller did not carry over to the unseen half-plane better than
-        the free loss; on PointmassGoal it trains faster at first and ties it
-        on validation goals (docs/rl_model_based.md).
+        ``e`` in which the rollout missed its goal. On ReacherGoal only the
+        feedback shape carries over to the unseen half-plane; on
+        PointmassGoal the controller trains faster at first and ties the free
+        loss on validation goals (docs/rl_model_based.md).
     grad_clip : float or None, default=10.0
         Clip of the meta-gradient norm.
     learned_lr : bool, default=True
@@ -194,6 +200,8 @@ def meta_train_model_based_loss(
                                     random_state=int(rng.integers(2**31 - 1)))
     problem = ModelBasedProblem(env_id, goals, dynamics, policy_hidden_sizes, model_member,
                                 features=features, random_state=int(rng.integers(2**31 - 1)))
+    if loss_structure == "auto":
+        loss_structure = default_loss_structure(problem.features)
     columns = goal_loss_structure(spec, problem.features, loss_structure)
     problem.collect_random(n_random_episodes)
     problem.fit_dynamics(initial_epochs)
@@ -230,9 +238,12 @@ __all__ = [
     "GoalEnvSpec",
     "GoalPolicy",
     "ModelBasedProblem",
+    "default_feature_set",
+    "default_loss_structure",
     "env_spec",
     "feature_set_of",
     "goal_loss_structure",
+    "hand_written_feedback_loss",
     "learned_rates",
     "loss_features",
     "meta_train_model_based_loss",

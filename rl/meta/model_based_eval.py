@@ -22,8 +22,10 @@ from rl.meta.model_based_problem import _Rollouts
 from rl.meta.model_based_spec import (
     GoalEnvSpec,
     GoalPolicy,
+    _check_feature_set,
     env_spec,
     feature_set_of,
+    goal_loss_structure,
     loss_features,
     n_loss_inputs,
 )
@@ -224,6 +226,43 @@ def train_policy_with_model(
     goals, single = _as_goals(spec, goal)
     return _meta_test_policies(spec, goals, single, n_updates, lr, policy_hidden_sizes,
                                random_state, eval_every, dynamics=dynamics)
+
+
+def hand_written_feedback_loss(env_id: str, features: str = "auto") -> LearnedLoss:
+    """The feedback loss with a fixed identity gain: ``-a . J(q_T)^T d_T``, a baseline.
+
+    The hand-written counterpart of the learned ``"feedback"`` shape
+    (:func:`~rl.meta.model_based_spec.goal_loss_structure`): every update
+    pushes all the rollout's torques along the joint direction that moves the
+    final fingertip towards the goal (the Jacobian-transpose step of iterative
+    learning control). It has no recorded ``inner_lr``: give
+    :func:`train_policy_with_loss` an ``lr`` (tuned like any baseline's).
+
+    Parameters
+    ----------
+    env_id : str
+        A 2-link arm environment (``"ml3/ReacherGoal-v0"``).
+    features : str, default="auto"
+        An outcome feature set (``"auto"`` picks one on an arm).
+
+    Returns
+    -------
+    LearnedLoss
+        ``structure`` of :func:`~rl.meta.model_based_spec.goal_loss_structure`
+        with ``"feedback"``; a linear gain with zero weights and the identity
+        as bias.
+    """
+    spec = env_spec(env_id)
+    features = _check_feature_set(spec, features)
+    structure = goal_loss_structure(spec, features, "feedback")
+    loss = LearnedLoss(kind="features", n_inputs=n_loss_inputs(spec, features),
+                       hidden_layer_sizes=(), bias=True, structure=structure)
+    gain = loss.network_.gain[-1]
+    with torch.no_grad():  # G = I whatever the state
+        gain.weight.zero_()
+        gain.bias.copy_(torch.eye(len(structure["action_columns"]),
+                                  len(structure["error_columns"])).flatten())
+    return loss
 
 
 def step_size_against_model(

@@ -142,11 +142,11 @@ OUTCOME_FEATURE_SETS = ("joint_frame_outcome",)
 
 
 def default_feature_set(spec: GoalEnvSpec) -> str:
-    """``"goal_frame"`` where the state holds the position's velocity, ``"joint_frame"``
-    for a 2-link arm, else ``"relative"``."""
+    """``"goal_frame"`` where the state holds the position's velocity,
+    ``"joint_frame_outcome"`` for a 2-link arm, else ``"relative"``."""
     if spec.velocity is not None:
         return "goal_frame"
-    return "joint_frame" if spec.arm_links is not None else "relative"
+    return "joint_frame_outcome" if spec.arm_links is not None else "relative"
 
 
 def _check_feature_set(spec: GoalEnvSpec, features: str | None) -> str:
@@ -196,8 +196,8 @@ def loss_features(spec: GoalEnvSpec, states: torch.Tensor, actions: torch.Tensor
           J(q_T)^T d_T`` (see :func:`rl.meta._arm.joint_frame`): every row
           also sees which way the whole trajectory missed, as the task
           loss's gradient does.
-        - ``"auto"``: ``"goal_frame"`` where possible, then ``"joint_frame"``,
-          else ``"relative"``.
+        - ``"auto"``: ``"goal_frame"`` where possible, then
+          ``"joint_frame_outcome"``, else ``"relative"``.
     final_state : Tensor of shape (state_dim,), optional
         The trajectory's last state (after the last action); required by the
         outcome feature sets, ignored by the others.
@@ -247,7 +247,12 @@ def n_loss_inputs(spec: GoalEnvSpec, features: str = "auto") -> int:
 LOSS_STRUCTURES = ("free", "quadratic", "homogeneous", "feedback")
 
 
-def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free") -> dict | None:
+def default_loss_structure(features: str) -> str:
+    """``"feedback"`` for the outcome feature sets, else ``"free"``."""
+    return "feedback" if features in OUTCOME_FEATURE_SETS else "free"
+
+
+def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "auto") -> dict | None:
     """The :class:`~sklearn_ml3.LearnedLoss` ``structure`` of a model-based loss shape.
 
     Parameters
@@ -255,7 +260,8 @@ def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free
     spec : GoalEnvSpec
     features : str
         The feature set (:func:`loss_features`) the loss reads.
-    structure : {"free", "quadratic", "homogeneous"}, default="free"
+    structure : {"auto", "free", "quadratic", "homogeneous", "feedback"}, default="auto"
+        ``"auto"``: :func:`default_loss_structure` of the feature set.
         ``"free"``: None, an unconstrained network of the whole row.
         ``"quadratic"``: ``1/2 ||a - t_phi(rest of the row)||^2``, with ``a``
         the action columns of the row (the action in the goal or joint frame
@@ -274,8 +280,11 @@ def goal_loss_structure(spec: GoalEnvSpec, features: str, structure: str = "free
     dict or None
     """
     features = _check_feature_set(spec, features)
+    if structure == "auto":
+        structure = default_loss_structure(features)
     if structure not in LOSS_STRUCTURES:
-        raise ValueError(f"loss_structure must be one of {LOSS_STRUCTURES}, got {structure!r}")
+        raise ValueError(f"loss_structure must be 'auto' or one of {LOSS_STRUCTURES}, "
+                         f"got {structure!r}")
     if structure == "free":
         return None
     n = n_loss_inputs(spec, features)
@@ -325,6 +334,7 @@ __all__ = [
     "GoalEnvSpec",
     "GoalPolicy",
     "default_feature_set",
+    "default_loss_structure",
     "env_spec",
     "feature_set_of",
     "goal_loss_structure",

@@ -11,11 +11,13 @@ from rl.dynamics import DynamicsEnsemble
 from rl.envs import pointmass_step
 from rl.meta.model_based import (
     FEATURE_SETS,
-    OUTCOME_FEATURE_SETS,
     LOSS_STRUCTURES,
+    OUTCOME_FEATURE_SETS,
     ModelBasedProblem,
+    default_feature_set,
     env_spec,
     goal_loss_structure,
+    hand_written_feedback_loss,
     learned_rates,
     loss_features,
     meta_train_model_based_loss,
@@ -157,7 +159,9 @@ def test_quadratic_structure_reads_exactly_the_action_columns(env_id):
         moves = [i for i in range(rows.shape[1]) if not torch.allclose(rows[:, i], ended[:, i])]
         assert set(feedback["error_columns"]) < set(moves)
         assert sorted(sum(feedback.values(), [])) == list(range(rows.shape[1]))
-    assert goal_loss_structure(spec, "auto") is None  # free by default
+    # by default free on the point mass, a feedback gain on the arm's outcome
+    assert goal_loss_structure(spec, "auto") == (
+        None if env_id == PM else goal_loss_structure(spec, "joint_frame_outcome", "feedback"))
     assert set(LOSS_STRUCTURES) == {"free", "quadratic", "homogeneous", "feedback"}
     with pytest.raises(ValueError, match="loss_structure must be"):
         goal_loss_structure(spec, "auto", "advantage")
@@ -180,6 +184,48 @@ def test_quadratic_loss_meta_trains_saves_and_trains_policies(tmp_path):
     _, after = train_policy_with_loss(loaded, PM, goal, 3, random_state=0)
     np.testing.assert_array_equal(before, after)
     assert len(set(np.round(after, 6))) > 1  # the policy moved
+
+
+def test_reacher_default_is_a_learned_feedback_gain_on_the_outcome(tmp_path):
+    reacher = "ml3/ReacherGoal-v0"
+    spec = env_spec(reacher)
+    assert default_feature_set(spec) == "joint_frame_outcome" and n_loss_inputs(spec) == 10
+    loss = meta_train_model_based_loss(
+        reacher, [[0.15, 0.05]], n_meta_iter=2, inner_steps=2, tasks_per_iter=1,
+        policy_hidden_sizes=(8,), loss_hidden=(8,), dynamics=DynamicsEnsemble(
+            spec.state_dim, spec.action_dim, n_members=2, hidden_layer_sizes=(16,),
+            random_state=0),
+        n_random_episodes=2, initial_epochs=2, random_state=0, verbose=0)
+    assert loss.structure == goal_loss_structure(spec, "joint_frame_outcome", "feedback")
+    info = loss.meta_info_["policy"]
+    assert (info["features"], info["loss_structure"]) == ("joint_frame_outcome", "feedback")
+    loaded = LearnedLoss.load(loss.save(tmp_path / "feedback.ml3"))
+    _, before = train_policy_with_loss(loss, reacher, [-0.1, 0.1], 2, random_state=0)
+    _, after = train_policy_with_loss(loaded, reacher, [-0.1, 0.1], 2, random_state=0)
+    np.testing.assert_array_equal(before, after)
+    # the point mass keeps the free goal-frame loss
+    assert goal_loss_structure(env_spec(PM), "auto", "auto") is None
+
+
+def test_hand_written_feedback_loss_is_the_jacobian_transpose_step():
+    """Identity gain: the action gradient is minus J(q_T)^T d_T, and it reaches a near goal."""
+    reacher = "ml3/ReacherGoal-v0"
+    spec = env_spec(reacher)
+    loss = hand_written_feedback_loss(reacher)
+    rows = torch.randn(5, n_loss_inputs(spec), generator=torch.Generator().manual_seed(0))
+    columns = loss.structure
+    actions = rows[:, columns["action_columns"]].clone().requires_grad_(True)
+    rows = rows.index_put((torch.arange(5)[:, None], torch.tensor(columns["action_columns"])),
+                          actions)
+    loss.per_sample(rows).sum().backward()
+    torch.testing.assert_close(actions.grad, -rows[:, columns["error_columns"]].detach())
+    with pytest.raises(ValueError, match="pass lr"):
+        train_policy_with_loss(loss, reacher, [0.15, 0.05], 1)
+    _, distances = train_policy_with_loss(loss, reacher, [0.15, 0.05], 10, lr=1.0,
+                                          eval_every=10, random_state=0)
+    assert distances[-1] < 0.2 * distances[0]
+    with pytest.raises(ValueError, match="where the trajectory ended"):
+        hand_written_feedback_loss(PM)
 
 
 def test_learned_rate_scales_the_policy_step():
@@ -290,7 +336,7 @@ def test_joint_frame_features_point_the_arm_towards_the_goal():
     from rl.meta._arm import arm_jacobian_t
 
     spec = env_spec("ml3/ReacherGoal-v0")
-    assert n_loss_inputs(spec) == n_loss_inputs(spec, "joint_frame") == 6  # "auto" on the arm
+    assert n_loss_inputs(spec, "joint_frame") == 6
     gen = torch.Generator().manual_seed(0)
     q = torch.rand(50, 2, generator=gen, dtype=torch.float64) * 6 - 3
     goal = torch.tensor([0.05, -0.12], dtype=torch.float64)
