@@ -338,7 +338,13 @@ def main(argv=None) -> dict:
                        f"{label} {at(m, last)['mean']:.3g}" for m, label in (
                            ("ml3", "learned"), ("model_same_lr", "same lr"),
                            ("model_best_lr", "tuned"),
-                           ("model_step_size_control", "control"))),
+                           ("model_step_size_control", "control")))
+                   + f"; left half-plane: learned {summary['ml3']['left']['mean'][last]:.3g}, "
+                     f"tuned {summary['model_best_lr']['left']['mean'][last]:.3g}"
+                   + ("; hand-written feedback loss, tuned lr: "
+                      f"{at('feedback_best_lr', early)['mean']:.3g} after {steps[early]}, "
+                      f"{at('feedback_best_lr', last)['mean']:.3g} after {steps[last]}"
+                      if "feedback_best_lr" in methods else ""),
                    "metric": "final distance", "lower_is_better": True,
                    "learned": at("ml3", early), "same_lr": at("model_same_lr", early),
                    "best_lr": at("model_best_lr", early),
