@@ -21,11 +21,11 @@ the paper compares with: gradient descent on the task loss through the
 learned model.
 
 The paper's meta-network "outputs a loss and a learning rate". Here the
-loss network has one (Softplus) output per time step: its scale *is* the
-step size, since an SGD step of size ``alpha`` on ``M_phi`` equals a step of
-size 1 on ``alpha * M_phi``, and meta-training is free to learn that scale
-per state, action and goal. The policy is trained with the fixed
-``inner_lr`` recorded on the loss.
+loss network has one output per time step (Softplus for the free shape),
+and a second head outputs a learning-rate multiplier (``learned_lr``); the
+policy is trained with the ``inner_lr`` recorded on the loss times it. On
+ReacherGoal the default loss reads where each rollout ended and moves the
+actions by a learned gain times that miss (``loss_structure="feedback"``).
 
 This module holds the entry point and re-exports the rest:
 :mod:`rl.meta.model_based_spec` (environments, :class:`GoalPolicy`, loss
