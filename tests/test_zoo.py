@@ -13,7 +13,7 @@ from sklearn_ml3.cli import main as ml3
 
 #: What the zoo promises to ship (docs/zoo.md).
 REQUIRED = {"sine", "digits-binary", "digits-multiclass", "tabular-regression",
-            "pointmass-model-based"}
+            "pointmass-model-based", "reacher-model-based"}
 ENTRIES = zoo.list()
 
 
