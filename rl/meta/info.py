@@ -43,7 +43,8 @@ class PolicyLossInfo:
         The loss's inputs, in order (model-free).
     loss_structure : str, optional
         The loss's shape: ``"quadratic"``, ``"advantage"`` or ``"free"``
-        (model-free), ``"free"`` or ``"quadratic"`` (model-based).
+        (model-free), ``"free"``, ``"quadratic"``, ``"homogeneous"`` or
+        ``"feedback"`` (model-based).
     simulator : str, optional
         The rollout simulator (model-free).
     log_std_init : float, optional
