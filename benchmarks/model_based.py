@@ -121,19 +121,24 @@ def meta_options(args) -> dict:
     return meta
 
 
+def test_and_validation_goals(spec, streams) -> tuple[np.ndarray, np.ndarray]:
+    """A seed's 10 test and 10 validation goals, each 5 in the right and 5 in the left
+    half-plane (the one meta-training never sees), from their own streams."""
+
+    def both_halves(rng):
+        return np.concatenate([spec.sample_goals(5, rng, "right"),
+                               spec.sample_goals(5, rng, "left")])
+
+    return both_halves(streams.rng("meta_test")), both_halves(streams.rng("validation"))
+
+
 def run_seed(seed, streams, args) -> dict:
     cfg = CONFIGS[args.env]
     env_id = cfg["env_id"]
     spec = env_spec(env_id)
     meta = meta_options(args)
     train_goals = spec.sample_goals(10, streams.rng("meta_train"), "right")
-
-    def both_halves(rng):
-        return np.concatenate([spec.sample_goals(5, rng, "right"),
-                               spec.sample_goals(5, rng, "left")])
-
-    test_goals = both_halves(streams.rng("meta_test"))
-    val_goals = both_halves(streams.rng("validation"))
+    test_goals, val_goals = test_and_validation_goals(spec, streams)
     dynamics = DynamicsEnsemble(spec.state_dim, spec.action_dim,
                                 random_state=streams.seed_of("init"))
     loss = meta_train_model_based_loss(env_id, train_goals, dynamics=dynamics,

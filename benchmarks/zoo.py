@@ -21,6 +21,7 @@ are cached under ``results/zoo/<name>/runs/``.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 import time
@@ -55,6 +56,12 @@ class Recipe:
     build: Callable[[], LearnedLoss]
     measure: Callable[[LearnedLoss, int], dict]
     caveats: str = ""
+
+
+def _benchmark(name: str):
+    """The module of ``benchmarks/<name>.py``, whose protocol a recipe measures with."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    return importlib.import_module(name)
 
 
 # -------------------------------------------------------------------- sine
@@ -166,14 +173,9 @@ def _goal_protocol(env_id: str, seed: int):
     left one never seen in meta-training) and policy initialisations of one seed."""
     from rl.meta.model_based import env_spec
 
-    spec = env_spec(env_id)
-    streams = SeedStreams(seed, "model_based")
-
-    def both_halves(rng):
-        return np.concatenate([spec.sample_goals(5, rng, "right"),
-                               spec.sample_goals(5, rng, "left")])
-
-    return (both_halves(streams.rng("meta_test")), both_halves(streams.rng("validation")),
+    model_based = _benchmark("model_based")
+    streams = SeedStreams(seed, model_based.bench.name)
+    return (*model_based.test_and_validation_goals(env_spec(env_id), streams),
             *streams.ints("init", 2))
 
 
@@ -213,7 +215,9 @@ REACHER = "ml3/ReacherGoal-v0"
 def build_reacher_model_based() -> LearnedLoss:
     from rl.meta.model_based import meta_train_model_based_loss
 
-    return meta_train_model_based_loss(REACHER, n_meta_iter=600, random_state=0, verbose=0)
+    # pinned (today's defaults), so that later library defaults do not change the entry
+    return meta_train_model_based_loss(REACHER, n_meta_iter=600, features="joint_frame_outcome",
+                                       loss_structure="feedback", random_state=0, verbose=0)
 
 
 def measure_reacher_model_based(loss: LearnedLoss, seed: int) -> dict:
@@ -250,10 +254,7 @@ REACHER_BUDGET = 8_000
 
 def _reacher_protocol():
     """``benchmarks/model_free_reacher.py``: its goals and its training runs."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import model_free_reacher
-
-    return model_free_reacher
+    return _benchmark("model_free_reacher")
 
 
 def build_reacher() -> LearnedLoss:

@@ -38,7 +38,8 @@ METADATA_FIELDS = ("format", "format_version", "config", "meta_info", "dtype", "
 CONFIG_FIELDS = ("kind", "hidden_layer_sizes", "activation", "bias", "output", "n_inputs",
                  "n_extra_inputs", "learned_lr", "structure")
 #: The key sets a loss ``structure`` may have: a score-weighted loss, a quadratic
-#: (controller) loss, or a score-weighted loss with a quadratic weight.
+#: (controller) loss, a score-weighted loss with a quadratic weight, or a
+#: feedback loss (a learned gain on error columns).
 STRUCTURE_KEYS = ({"score_column"}, {"action_columns", "state_columns"},
                   {"score_column", "action_columns", "state_columns"},
                   {"action_columns", "error_columns", "state_columns"})
@@ -152,8 +153,8 @@ def check_config(config, source="LearnedLoss config") -> dict[str, Any]:
          "a non-negative integer (non-zero only for kind='regression')")
     need("structure", _valid_structure(config["structure"], config["n_inputs"]),
          "null, or for kind='features' an object with an integer 'score_column', with "
-         "both 'action_columns' and 'state_columns', or with all three (distinct column "
-         "indices below n_inputs)")
+         "both 'action_columns' and 'state_columns', with those two and 'score_column' or "
+         "'error_columns' (distinct column indices below n_inputs)")
     return {**config, "hidden_layer_sizes": tuple(hidden)}
 
 

@@ -58,8 +58,9 @@ def joint_frame(cos_q: torch.Tensor, sin_q: torch.Tensor, velocity: torch.Tensor
     """
     distance = _length(offset, 1e-6)
     direction = arm_jacobian_t(cos_q, sin_q, offset, links)
-    u = direction / _length(direction, 1e-10)
-    rows = [distance, _length(direction, 1e-10), in_frame(u, velocity)]
+    norm = _length(direction, 1e-10)
+    u = direction / norm
+    rows = [distance, norm, in_frame(u, velocity)]
     if outcome is not None:
         final = [x.expand(len(offset), 2) for x in outcome]
         steps = torch.arange(len(offset), dtype=offset.dtype, device=offset.device)
