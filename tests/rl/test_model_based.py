@@ -167,14 +167,20 @@ def test_quadratic_structure_reads_exactly_the_action_columns(env_id):
         goal_loss_structure(spec, "auto", "advantage")
 
 
-def test_quadratic_loss_meta_trains_saves_and_trains_policies(tmp_path):
+@pytest.mark.parametrize("structure,bias", [("quadratic", True), ("homogeneous", False)])
+def test_controller_loss_meta_trains_saves_and_trains_policies(tmp_path, structure, bias):
     loss = meta_train_model_based_loss(
         PM, [[1.0, 0.0], [0.5, 0.8]], n_meta_iter=4, inner_steps=2, tasks_per_iter=1,
         policy_hidden_sizes=(8,), loss_hidden=(8,), dynamics=_small_dynamics(),
-        n_random_episodes=2, initial_epochs=2, loss_structure="quadratic", random_state=0,
+        n_random_episodes=2, initial_epochs=2, loss_structure=structure, random_state=0,
         verbose=0)
     assert loss.structure == goal_loss_structure(env_spec(PM), "goal_frame", "quadratic")
-    assert loss.bias and loss.meta_info_["policy"]["loss_structure"] == "quadratic"
+    assert loss.bias is bias and loss.meta_info_["policy"]["loss_structure"] == structure
+    if not bias:  # bias-free ReLU layers: t(c x) = c t(x) for c > 0
+        x = torch.randn(6, len(loss.structure["state_columns"]),
+                        generator=torch.Generator().manual_seed(0))
+        target = loss.network_.loss.target
+        torch.testing.assert_close(target(2.5 * x), 2.5 * target(x))
     untouched = LearnedLoss(**loss.get_config(), random_state=loss.random_state)
     assert not torch.equal(loss.network_.loss.target[0].weight,
                            untouched.network_.loss.target[0].weight)  # phi was meta-trained
